@@ -1,0 +1,131 @@
+"""Hugging Face transformers layout (`SegformerForSemanticSegmentation`, `...ForImageClassification`,
+`SegformerModel`): the legacy on-disk names that the hub files use, and transformers 5's in-memory
+names (what `torch.save(model.state_dict())` writes). HF uses LayerNorm eps 1e-5 everywhere."""
+
+from __future__ import annotations
+
+import torch
+
+from ..models.mit import MiTConfig
+from ..models.segmentor import SegFormerConfig
+from .keymap import KeyMap, merge_pairs, reverse_fuse_order, split_pairs
+
+EPS = dict(block_eps=1e-5, stage_eps=1e-5, patch_embed_eps=1e-5, sr_eps=1e-5)
+
+_BLOCK = "encoder.stages.{s}.blocks.{b}."
+LEGACY = KeyMap([
+    ("encoder.patch_embeddings.{S}.proj", "encoder.stages.{s}.patch_embed.proj"),
+    ("encoder.patch_embeddings.{S}.layer_norm", "encoder.stages.{s}.patch_embed.norm"),
+    ("encoder.block.{S}.{b}.layer_norm_1", _BLOCK + "norm1"),
+    ("encoder.block.{S}.{b}.attention.self.query", _BLOCK + "attn.q"),
+    ("encoder.block.{S}.{b}.attention.self.key", _BLOCK + "attn.k"),
+    ("encoder.block.{S}.{b}.attention.self.value", _BLOCK + "attn.v"),
+    ("encoder.block.{S}.{b}.attention.self.sr", _BLOCK + "attn.sr"),
+    ("encoder.block.{S}.{b}.attention.self.layer_norm", _BLOCK + "attn.norm"),
+    ("encoder.block.{S}.{b}.attention.output.dense", _BLOCK + "attn.proj"),
+    ("encoder.block.{S}.{b}.layer_norm_2", _BLOCK + "norm2"),
+    ("encoder.block.{S}.{b}.mlp.dense1", _BLOCK + "mlp.fc1"),
+    ("encoder.block.{S}.{b}.mlp.dwconv.dwconv", _BLOCK + "mlp.dwconv"),
+    ("encoder.block.{S}.{b}.mlp.dense2", _BLOCK + "mlp.fc2"),
+    ("encoder.layer_norm.{S}", "encoder.stages.{s}.norm"),
+    ("decode_head.linear_c.{S}.proj", "decode_head.linear_c.{s}"),
+    ("decode_head.linear_fuse", "decode_head.linear_fuse"),
+    ("decode_head.batch_norm", "decode_head.bn"),
+    ("decode_head.classifier", "decode_head.classifier"),
+    ("classifier", "decode_head.fc"),
+])
+
+_V5_BLOCK = "stages.{S}.blocks.{b}."
+V5 = KeyMap([
+    ("stages.{S}.patch_embeddings.proj", "encoder.stages.{s}.patch_embed.proj"),
+    ("stages.{S}.patch_embeddings.layer_norm", "encoder.stages.{s}.patch_embed.norm"),
+    (_V5_BLOCK + "layernorm_before", _BLOCK + "norm1"),
+    (_V5_BLOCK + "attention.q_proj", _BLOCK + "attn.q"),
+    (_V5_BLOCK + "attention.k_proj", _BLOCK + "attn.k"),
+    (_V5_BLOCK + "attention.v_proj", _BLOCK + "attn.v"),
+    (_V5_BLOCK + "attention.o_proj", _BLOCK + "attn.proj"),
+    (_V5_BLOCK + "attention.sequence_reduction.sequence_reduction", _BLOCK + "attn.sr"),
+    (_V5_BLOCK + "attention.sequence_reduction.layer_norm", _BLOCK + "attn.norm"),
+    (_V5_BLOCK + "layernorm_after", _BLOCK + "norm2"),
+    (_V5_BLOCK + "mlp.fc1", _BLOCK + "mlp.fc1"),
+    (_V5_BLOCK + "mlp.dwconv.dwconv", _BLOCK + "mlp.dwconv"),
+    (_V5_BLOCK + "mlp.fc2", _BLOCK + "mlp.fc2"),
+    ("stages.{S}.layer_norm", "encoder.stages.{s}.norm"),
+    ("decode_head.linear_projections.{S}.proj", "decode_head.linear_c.{s}"),
+    ("decode_head.linear_fuse", "decode_head.linear_fuse"),
+    ("decode_head.batch_norm", "decode_head.bn"),
+    ("decode_head.classifier", "decode_head.classifier"),
+    ("classifier", "decode_head.fc"),
+])
+
+
+def matches(keys: list[str]) -> bool:
+    return any(".patch_embeddings." in k for k in keys)
+
+
+def _strip(key: str) -> str:
+    return key[len("segformer."):] if key.startswith("segformer.") else key
+
+
+def to_native(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    sd = {_strip(k): v for k, v in state_dict.items()}
+    keymap = V5 if any(k.startswith("stages.") for k in sd) else LEGACY
+    out, unknown = keymap.to_native(sd)
+    out = merge_pairs(out, "k", "v", "kv")
+    if "decode_head.linear_fuse.weight" in out:
+        out["decode_head.linear_fuse.weight"] = reverse_fuse_order(out["decode_head.linear_fuse.weight"])
+    return out, unknown
+
+
+def from_native(state_dict: dict[str, torch.Tensor], config: SegFormerConfig | None) -> dict[str, torch.Tensor]:
+    """Legacy on-disk HF names (what the hub files and `save_pretrained` use)."""
+    if config is not None and config.task == "segmentation" and config.decoder_style != "hf":
+        raise ValueError("an mmseg-style decoder has a per-stage ReLU that HF's SegformerDecodeHead cannot express; "
+                         "convert it --to mmseg or --to ours instead")
+    sd = dict(state_dict)
+    if "decode_head.linear_fuse.weight" in sd:
+        sd["decode_head.linear_fuse.weight"] = reverse_fuse_order(sd["decode_head.linear_fuse.weight"])
+    sd = LEGACY.from_native(split_pairs(sd, "kv", "k", "v"))
+    with_head = config is not None
+    return {(f"segformer.{k}" if with_head and k.startswith("encoder.") else k): v for k, v in sd.items()}
+
+
+def config_from_hf(cfg: dict, task: str | None = None) -> SegFormerConfig:
+    """Our config from a transformers `config.json` dict."""
+    archs = cfg.get("architectures") or []
+    if task is None:
+        task = "classification" if "SegformerForImageClassification" in archs else "segmentation"
+    id2label = {int(k): v for k, v in (cfg.get("id2label") or {}).items()}
+    num_classes = int(cfg.get("num_labels") or len(id2label) or 2)
+    names = [id2label[i] for i in range(num_classes)] if len(id2label) == num_classes else None
+    if names and all(n == f"LABEL_{i}" for i, n in enumerate(names)):
+        names = None
+    encoder = MiTConfig(
+        in_channels=cfg.get("num_channels", 3), embed_dims=cfg["hidden_sizes"], depths=cfg["depths"],
+        num_heads=cfg["num_attention_heads"], sr_ratios=cfg["sr_ratios"], patch_sizes=cfg["patch_sizes"],
+        strides=cfg["strides"], mlp_ratios=cfg["mlp_ratios"], drop_rate=cfg.get("hidden_dropout_prob", 0.0),
+        attn_drop_rate=cfg.get("attention_probs_dropout_prob", 0.0), drop_path_rate=cfg.get("drop_path_rate", 0.1),
+        **EPS)
+    return SegFormerConfig(
+        encoder=encoder, num_classes=num_classes, task=task, decoder_style="hf",
+        decoder_dim=cfg.get("decoder_hidden_size", 256), decoder_dropout=cfg.get("classifier_dropout_prob", 0.1),
+        ignore_index=cfg.get("semantic_loss_ignore_index", 255), class_names=names)
+
+
+def config_to_hf(config: SegFormerConfig) -> dict:
+    """A transformers `config.json` dict (HF itself ignores our extra `segformer` entry)."""
+    enc = config.encoder
+    names = config.class_names or [f"LABEL_{i}" for i in range(config.num_classes)]
+    arch = "SegformerForImageClassification" if config.task == "classification" else "SegformerForSemanticSegmentation"
+    return {
+        "architectures": [arch], "model_type": "segformer", "num_channels": enc.in_channels,
+        "num_encoder_blocks": 4, "depths": list(enc.depths), "sr_ratios": list(enc.sr_ratios),
+        "hidden_sizes": list(enc.embed_dims), "patch_sizes": list(enc.patch_sizes), "strides": list(enc.strides),
+        "num_attention_heads": list(enc.num_heads), "mlp_ratios": list(enc.mlp_ratios), "hidden_act": "gelu",
+        "hidden_dropout_prob": enc.drop_rate, "attention_probs_dropout_prob": enc.attn_drop_rate,
+        "classifier_dropout_prob": config.decoder_dropout, "drop_path_rate": enc.drop_path_rate,
+        "layer_norm_eps": 1e-6, "decoder_hidden_size": config.decoder_dim,
+        "semantic_loss_ignore_index": config.ignore_index, "reshape_last_stage": True,
+        "id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)},
+        "segformer": config.to_dict(),
+    }

@@ -1,0 +1,95 @@
+"""Reading and writing checkpoint files safely: safetensors or `torch.load(weights_only=True)`, never
+arbitrary unpickling; writes go to a temporary file renamed into place."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
+_WRAPPERS = ("state_dict", "model", "module", "model_state")
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """(state_dict, meta) from one checkpoint file. `meta` holds what sits beside the weights:
+    safetensors metadata, or an mmseg/NVlabs `meta` entry (e.g. `CLASSES`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such checkpoint file")
+    if path.suffix == ".safetensors":
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = dict(f.metadata() or {})
+                return {k: f.get_tensor(k) for k in f.keys()}, meta
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(
+            f"{path}: refused to load: the file holds pickled Python objects other than tensors and plain "
+            f"containers, and loading those could run code (weights_only=True). Re-save only the state_dict "
+            f"(or convert to .safetensors). Detail: {str(exc).splitlines()[0]}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
+        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]}); "
+                         f"accepted: {', '.join(CHECKPOINT_SUFFIXES)} files of tensors") from None
+    return _unwrap(obj, path)
+
+
+def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    meta: dict = {}
+    if isinstance(obj, dict):
+        if isinstance(obj.get("meta"), dict):
+            meta = obj["meta"]
+        for key in _WRAPPERS:
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not obj or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise ValueError(f"{path}: no state dict of tensors found (top-level type {type(obj).__name__}); "
+                         f"expected a dict of tensors, possibly under 'state_dict' or 'model'")
+    sd = {k.removeprefix("module."): v for k, v in obj.items()}
+    return sd, meta
+
+
+def atomic_write(path: Path, write: Callable[[str], None], overwrite: bool) -> Path:
+    """Call `write(tmp_path)` then rename onto `path`; refuse to replace an existing file unless asked."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_safetensors(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str],
+                      overwrite: bool) -> Path:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state_dict.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata), overwrite)
+
+
+def write_torch(path: Path, obj: dict, overwrite: bool) -> Path:
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp), overwrite)
+
+
+def write_json(path: Path, data: dict, overwrite: bool) -> Path:
+    def write(tmp: str) -> None:
+        Path(tmp).write_text(json.dumps(data, indent=2) + "\n")
+
+    return atomic_write(path, write, overwrite)

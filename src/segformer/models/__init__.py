@@ -1,0 +1,9 @@
+"""Model definitions: encoders, heads, and the named variants."""
+
+from .decoders import ClassificationHead, MLPDecoder, MMSegMLPDecoder
+from .mit import MiTConfig, MixTransformer, mit_config
+from .segmentor import SegFormer, SegFormerConfig, segmentation_loss
+from .zoo import create_model, list_models, model_config
+
+__all__ = ["ClassificationHead", "MLPDecoder", "MMSegMLPDecoder", "MiTConfig", "MixTransformer", "mit_config",
+           "SegFormer", "SegFormerConfig", "segmentation_loss", "create_model", "list_models", "model_config"]

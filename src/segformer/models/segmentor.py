@@ -1,0 +1,110 @@
+"""SegFormer = MiT encoder + a head, built from one serialisable dataclass config."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .decoders import ClassificationHead, MLPDecoder, MMSegMLPDecoder, init_decoder
+from .mit import MiTConfig, MixTransformer
+
+DECODER_STYLES = ("hf", "mmseg")
+TASKS = ("segmentation", "classification")
+
+
+@dataclass
+class SegFormerConfig:
+    """Everything needed to rebuild a SegFormer; serialises to JSON via `to_dict`."""
+
+    encoder: MiTConfig = field(default_factory=MiTConfig)
+    num_classes: int = 150
+    task: str = "segmentation"  # "segmentation" | "classification"
+    decoder_style: str = "hf"  # "hf" (HF/NVlabs All-MLP) | "mmseg" (SegformerHead)
+    decoder_dim: int = 256
+    decoder_dropout: float = 0.1
+    bn_eps: float = 1e-5
+    ignore_index: int = 255
+    class_names: list[str] | None = None
+    name: str | None = None  # zoo name, informational
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoder, dict):
+            self.encoder = MiTConfig(**self.encoder)
+        if self.task not in TASKS:
+            raise ValueError(f"SegFormerConfig.task must be one of {TASKS}, got {self.task!r}")
+        if self.decoder_style not in DECODER_STYLES:
+            raise ValueError(f"SegFormerConfig.decoder_style must be one of {DECODER_STYLES}, got {self.decoder_style!r}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            self.class_names = None  # stale names (num_classes overridden) are worse than none
+
+    def to_dict(self) -> dict:
+        return {"architecture": "segformer", **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "SegFormerConfig":
+        data = {k: v for k, v in data.items() if k != "architecture"}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown SegFormerConfig fields {sorted(unknown)}; accepted: {sorted(known)}")
+        return cls(**data)
+
+
+class SegFormer(nn.Module):
+    """MiT encoder + All-MLP decoder (or classifier). `forward` returns logits.
+
+    Segmentation logits are (B, K, H/4, W/4), as in HF and mmseg; classification logits (B, K).
+    """
+
+    def __init__(self, config: SegFormerConfig | None = None):
+        super().__init__()
+        self.config = config = config or SegFormerConfig()
+        self.encoder = MixTransformer(config.encoder)
+        self.decode_head = build_head(config)
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.decode_head(self.encoder(pixel_values))
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return segmentation_loss(logits, labels, self.config.ignore_index)
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
+
+    def reset_head(self, num_classes: int) -> None:
+        """Replace the head with a freshly initialised one for `num_classes` classes."""
+        self.config = dataclasses.replace(self.config, num_classes=num_classes, class_names=None)
+        self.decode_head = build_head(self.config).to(self.encoder.stages[0].patch_embed.proj.weight)
+
+    def save_pretrained(self, directory: str | Path, *, overwrite: bool = False) -> Path:
+        """Write `config.json` + `model.safetensors`; HF-style SegFormers also load in transformers."""
+        # Imported here: models do not depend on checkpoint formats, only this convenience does.
+        from ..checkpoints import save_pretrained
+
+        return save_pretrained(self, directory, overwrite=overwrite)
+
+
+def build_head(config: SegFormerConfig) -> nn.Module:
+    dims = config.encoder.embed_dims
+    if config.task == "classification":
+        head = ClassificationHead(dims[-1], config.num_classes)
+    elif config.decoder_style == "hf":
+        head = MLPDecoder(dims, config.decoder_dim, config.num_classes, config.decoder_dropout, config.bn_eps)
+    else:
+        head = MMSegMLPDecoder(dims, config.decoder_dim, config.num_classes, config.decoder_dropout, config.bn_eps)
+    init_decoder(head)
+    return head
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
+    """Cross-entropy on logits upsampled bilinearly to the label size, as HF and mmseg do."""
+    if logits.shape[-2:] != labels.shape[-2:]:
+        logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    return F.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index)

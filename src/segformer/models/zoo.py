@@ -1,0 +1,80 @@
+"""Named variants: one table from a name to a config (and, for presets, a hub id)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from .mit import MIT_VARIANTS, MiTConfig, mit_config
+from .segmentor import SegFormer, SegFormerConfig
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    variant: str  # "b0" ... "b5"
+    num_classes: int
+    task: str = "segmentation"
+    hub_id: str | None = None
+    description: str = ""
+
+
+def _decoder_dim(variant: str, style: str) -> int:
+    # HF/NVlabs: 256 for B0/B1, 768 for B2-B5; mmseg's SegformerHead uses 256 everywhere.
+    return 256 if style == "mmseg" or variant in ("b0", "b1") else 768
+
+
+def _entries() -> dict[str, ZooEntry]:
+    out = {}
+    for v in MIT_VARIANTS:
+        out[f"segformer-{v}"] = ZooEntry(f"segformer-{v}", v, 150, description=f"SegFormer-{v.upper()}, random init")
+        ade_size = 640 if v == "b5" else 512
+        out[f"segformer-{v}-ade-{ade_size}"] = ZooEntry(
+            f"segformer-{v}-ade-{ade_size}", v, 150, hub_id=f"nvidia/segformer-{v}-finetuned-ade-{ade_size}-{ade_size}",
+            description=f"SegFormer-{v.upper()} fine-tuned on ADE20K at {ade_size}x{ade_size}")
+        out[f"segformer-{v}-cityscapes-1024"] = ZooEntry(
+            f"segformer-{v}-cityscapes-1024", v, 19, hub_id=f"nvidia/segformer-{v}-finetuned-cityscapes-1024-1024",
+            description=f"SegFormer-{v.upper()} fine-tuned on Cityscapes at 1024x1024")
+        out[f"mit-{v}"] = ZooEntry(f"mit-{v}", v, 1000, task="classification", hub_id=f"nvidia/mit-{v}",
+                                   description=f"MiT-{v.upper()} ImageNet-1k classifier (encoder for fine-tuning)")
+    return out
+
+
+ZOO: dict[str, ZooEntry] = _entries()
+
+
+def list_models() -> list[str]:
+    """All model names accepted by `create_model` (and, for presets with a hub id, `load_model`)."""
+    return sorted(ZOO)
+
+
+def get_entry(name: str) -> ZooEntry:
+    if name not in ZOO:
+        raise ValueError(f"unknown model name {name!r}; accepted: {', '.join(list_models())}")
+    return ZOO[name]
+
+
+def model_config(name: str, **overrides) -> SegFormerConfig:
+    """The config of a zoo name; `overrides` may name SegFormerConfig or MiTConfig fields."""
+    entry = get_entry(name)
+    head_fields = {f.name for f in dataclasses.fields(SegFormerConfig)} - {"encoder"}
+    enc_fields = {f.name for f in dataclasses.fields(MiTConfig)}
+    unknown = set(overrides) - head_fields - enc_fields
+    if unknown:
+        raise ValueError(f"create_model({name!r}): unknown argument(s) {sorted(unknown)}; "
+                         f"accepted: {sorted(head_fields | enc_fields)}")
+    enc = {k: v for k, v in overrides.items() if k in enc_fields}
+    head = {k: v for k, v in overrides.items() if k in head_fields}
+    style = head.get("decoder_style", "hf")
+    if style == "mmseg":  # mmseg's MiT uses LayerNorm eps 1e-6 everywhere
+        enc = {**dict(block_eps=1e-6, stage_eps=1e-6, patch_embed_eps=1e-6, sr_eps=1e-6), **enc}
+    head.setdefault("decoder_dim", _decoder_dim(entry.variant, style))
+    head.setdefault("num_classes", entry.num_classes)
+    head.setdefault("task", entry.task)
+    head.setdefault("name", name)
+    return SegFormerConfig(encoder=mit_config(entry.variant, **enc), **head)
+
+
+def create_model(name: str, **overrides) -> SegFormer:
+    """A randomly initialised model of a zoo name, e.g. `create_model("segformer-b2", num_classes=19)`."""
+    return SegFormer(model_config(name, **overrides))
