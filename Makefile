@@ -1,0 +1,43 @@
+# Set-up, the main job and the tests. Everything installs into ./.venv (and the MMSegmentation oracle into
+# ./.venv-mmseg, used only by the parity tests). torch is pinned to the CPU build this machine provides; on
+# a GPU machine set TORCH_SPEC to the CUDA build you want (see README).
+PYTHON ?= python3
+TORCH_SPEC ?= torch==2.13.0
+VENV := .venv
+PY := $(VENV)/bin/python
+MMSEG_VENV := .venv-mmseg
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -e .
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[dev,onnx]"
+	touch $@
+
+# MMSegmentation 1.2.2 as an independent oracle (DESIGN.md section 8); never imported by the package.
+$(MMSEG_VENV)/.installed:
+	test -x $(MMSEG_VENV)/bin/python || $(PYTHON) -m venv $(MMSEG_VENV)
+	$(MMSEG_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MMSEG_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)" mmengine==0.10.7 mmcv-lite==2.1.0 \
+		mmsegmentation==1.2.2 ftfy regex
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) examples/demo.py --out demo_out
+
+lint: $(VENV)/.dev
+	$(PY) -m ruff check src tests benchmarks examples
+
+test: $(VENV)/.dev $(MMSEG_VENV)/.installed
+	$(PY) -m ruff check src tests benchmarks examples
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) $(MMSEG_VENV) demo_out .pytest_cache

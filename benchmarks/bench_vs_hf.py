@@ -1,0 +1,75 @@
+"""Our SegFormer vs transformers' on the same weights and input, timed interleaved in one process.
+
+    .venv/bin/python benchmarks/bench_vs_hf.py --cases b0:512x512 b0:1024x2048 --runs 7
+
+For each case: HF's model with random weights is saved with `save_pretrained`, loaded by
+`segformer.load_model`, both run the same input (fp32, batch 1, `torch.inference_mode`), alternating
+ours/HF each round after warm-up; we report medians, the ratio and the max abs logit difference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+
+import torch
+from transformers import SegformerConfig, SegformerForSemanticSegmentation
+
+import segformer
+from segformer.models.mit import MIT_VARIANTS
+
+
+def hf_model(variant: str, num_labels: int) -> SegformerForSemanticSegmentation:
+    spec = MIT_VARIANTS[variant]
+    cfg = SegformerConfig(hidden_sizes=list(spec["embed_dims"]), depths=list(spec["depths"]), num_labels=num_labels,
+                          decoder_hidden_size=256 if variant in ("b0", "b1") else 768)
+    return SegformerForSemanticSegmentation(cfg).eval()
+
+
+def time_once(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def bench_case(variant: str, height: int, width: int, runs: int, warmup: int, num_labels: int) -> dict:
+    torch.manual_seed(0)
+    ref = hf_model(variant, num_labels)
+    with tempfile.TemporaryDirectory() as tmp:
+        ref.save_pretrained(tmp)
+        ours = segformer.load_model(tmp).eval()
+    x = torch.randn(1, 3, height, width)
+    with torch.inference_mode():
+        diff = (ours(x) - ref(pixel_values=x).logits).abs().max().item()
+        for _ in range(warmup):
+            ours(x)
+            ref(pixel_values=x)
+        t_ours, t_hf = [], []
+        for _ in range(runs):
+            t_ours.append(time_once(lambda: ours(x)))
+            t_hf.append(time_once(lambda: ref(pixel_values=x)))
+    med_ours, med_hf = statistics.median(t_ours), statistics.median(t_hf)
+    return dict(case=f"{variant.upper()} {height}x{width}", ours=med_ours, hf=med_hf, ratio=med_hf / med_ours, diff=diff)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="+", default=["b0:512x512", "b0:1024x2048"], help="variant:HxW")
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--num-labels", type=int, default=150)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, batch 1, median of {args.runs}")
+    print("| case | ours (s) | HF (s) | speed-up | max abs diff |")
+    print("|---|---|---|---|---|")
+    for case in args.cases:
+        variant, size = case.split(":")
+        h, w = (int(v) for v in size.split("x"))
+        r = bench_case(variant, h, w, args.runs, args.warmup, args.num_labels)
+        print(f"| {r['case']} | {r['ours']:.3f} | {r['hf']:.3f} | {r['ratio']:.2f}x | {r['diff']:.1e} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
