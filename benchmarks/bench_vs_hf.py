@@ -51,7 +51,8 @@ def bench_case(variant: str, height: int, width: int, runs: int, warmup: int, nu
             t_ours.append(time_once(lambda: ours(x)))
             t_hf.append(time_once(lambda: ref(pixel_values=x)))
     med_ours, med_hf = statistics.median(t_ours), statistics.median(t_hf)
-    return dict(case=f"{variant.upper()} {height}x{width}", ours=med_ours, hf=med_hf, ratio=med_hf / med_ours, diff=diff)
+    return dict(case=f"{variant.upper()} {height}x{width}", ours=med_ours, hf=med_hf, ratio=med_hf / med_ours,
+                diff=diff)
 
 
 def main() -> None:

@@ -2,7 +2,12 @@
 
 import pytest
 import torch
-from transformers import SegformerConfig, SegformerForImageClassification, SegformerForSemanticSegmentation, SegformerModel
+from transformers import (
+    SegformerConfig,
+    SegformerForImageClassification,
+    SegformerForSemanticSegmentation,
+    SegformerModel,
+)
 
 import segformer
 from segformer.models import MixTransformer, SegFormer

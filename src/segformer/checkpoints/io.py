@@ -7,7 +7,6 @@ import json
 import os
 import pickle
 import tempfile
-import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -35,14 +34,27 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # e.g. random bytes: "Unsupported operand"
+            raise ValueError(_unreadable(path, exc)) from None
         raise ValueError(
             f"{path}: refused to load: the file holds pickled Python objects other than tensors and plain "
-            f"containers, and loading those could run code (weights_only=True). Re-save only the state_dict "
-            f"(or convert to .safetensors). Detail: {str(exc).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as exc:
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({str(exc).splitlines()[0]}); "
-                         f"accepted: {', '.join(CHECKPOINT_SUFFIXES)} files of tensors") from None
+            f"containers ({_detail(exc)}), and loading those could run code (weights_only=True). Re-save only "
+            f"the state_dict (or convert to .safetensors)") from None
+    except Exception as exc:  # a corrupt file can fail anywhere in torch.load (IndexError, EOFError, ...)
+        raise ValueError(_unreadable(path, exc)) from None
     return _unwrap(obj, path)
+
+
+def _detail(exc: BaseException) -> str:
+    """The informative line of a torch.load error (its weights_only errors open with generic advice)."""
+    text = str(exc).split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[0].split(" was not an allowed global")[0] if lines else type(exc).__name__
+
+
+def _unreadable(path: Path, exc: BaseException) -> str:
+    return (f"{path}: not a readable PyTorch checkpoint ({_detail(exc)}); accepted: {', '.join(CHECKPOINT_SUFFIXES)} "
+            f"files of tensors and plain containers (read with torch.load(weights_only=True))")
 
 
 def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -14,10 +14,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.palettes import get_palette
 from ..models.mit import MiTConfig, MixTransformer
 from ..models.segmentor import SegFormer, SegFormerConfig
+from ..models.setr import SETR
+from ..models.vit import VisionTransformer
 from ..models.zoo import ZOO
-from . import hf, mmseg, nvlabs
+from . import hf, mmseg, nvlabs, setr_loader
 from .io import CHECKPOINT_SUFFIXES, read_checkpoint, write_json, write_safetensors, write_torch
 
 log = logging.getLogger(__name__)
@@ -29,7 +32,9 @@ OURS_MARK = "stages.0.patch_embed.proj.weight"
 
 
 def detect_format(keys: list[str]) -> str | None:
-    """'ours', 'hf', 'nvlabs', 'mmseg', or None when no SegFormer layout matches."""
+    """'ours', 'hf', 'nvlabs', 'mmseg' ('timm' for ViTs), or None when no SegFormer / SETR layout matches."""
+    if (vit_format := setr_loader.detect(keys)) is not None:
+        return vit_format
     if any(k.endswith(OURS_MARK) for k in keys):
         return "ours"
     for name, fmt in FORMATS.items():
@@ -122,7 +127,7 @@ def _from_hub(repo_id: str) -> tuple[Path, dict | None]:
     except LocalEntryNotFoundError:
         raise FileNotFoundError(
             f"{repo_id}: not in the local Hugging Face cache and the hub cannot be reached (offline?). On a machine "
-            f"with internet run `huggingface-cli download {repo_id}` (or set HF_HOME to a cache that has it), "
+            f"with internet run `hf download {repo_id}` (or set HF_HOME to a cache that has it), "
             f"or pass a local directory / checkpoint file") from None
     except RepositoryNotFoundError:
         raise FileNotFoundError(f"{repo_id}: no such repository on the Hugging Face hub") from None
@@ -133,6 +138,8 @@ def read_source(source: str | Path) -> tuple[dict[str, torch.Tensor], SegFormerC
     """(our-layout state dict, config, has_head) of any source; config is None when only shapes tell."""
     weights, cfg_json = _resolve(source)
     sd, meta = read_checkpoint(weights)
+    if setr_loader.detect(list(sd)) is not None or setr_loader.saved_config(cfg_json, meta) is not None:
+        return setr_loader.read(sd, meta, cfg_json, str(weights))
     native, fmt = to_native(sd, str(weights))
     has_head = any(k.startswith("decode_head.") for k in native)
     if cfg_json is not None and "segformer" in cfg_json:
@@ -157,8 +164,13 @@ def load_model(source: str | Path, **overrides) -> nn.Module:
     file in HF, NVlabs, MMSegmentation or our layout. Overrides: `num_classes` (re-initialises the classifier),
     `task` ("segmentation" / "classification" / "encoder"), `token_merging`, and config fields such as
     `decoder_style`, `num_heads` or `drop_path_rate`. An encoder-only checkpoint gives a `MixTransformer`
-    unless a task asks for a head, which is then initialised fresh (and reported)."""
+    unless a task asks for a head, which is then initialised fresh (and reported). SETR: our layout, mmseg SETR
+    or a timm ViT; `model="setr-pup"` (etc.) wraps a ViT in that recipe (see `setr_loader.prepare`)."""
     sd, config, has_head = read_source(source)
+    if setr_loader.wants_setr(config, overrides):  # ViT / SETR: see setr_loader.prepare for its overrides
+        model, sd, fresh = setr_loader.prepare(sd, config, has_head, str(source), overrides)
+        _load_into(model, sd, str(source), fresh)
+        return model
     token_merging = overrides.pop("token_merging", None)
     task = overrides.pop("task", None)
     num_classes = overrides.pop("num_classes", None)
@@ -221,7 +233,7 @@ def _load_into(model: nn.Module, sd: dict[str, torch.Tensor], source: str, fresh
 
 
 def _target(model: nn.Module) -> tuple[dict[str, torch.Tensor], SegFormerConfig | None]:
-    if isinstance(model, MixTransformer):
+    if isinstance(model, (MixTransformer, VisionTransformer)):
         return {f"encoder.{k}": v for k, v in model.state_dict().items()}, None
     return model.state_dict(), model.config
 
@@ -242,7 +254,8 @@ def save_pretrained(model: nn.Module, directory: str | Path, *, overwrite: bool 
     sd, config = _target(model)
     if config is None:
         raise ValueError("save_pretrained needs a SegFormer (an encoder alone: use segformer.checkpoints.convert)")
-    use_hf = layout == "auto" and (config.task == "classification" or config.decoder_style == "hf")
+    use_hf = layout == "auto" and isinstance(config, SegFormerConfig) and (
+        config.task == "classification" or config.decoder_style == "hf")
     if use_hf and any(getattr(config.encoder, k) != v for k, v in hf.EPS.items()):
         warnings.warn(f"{directory}: this model's LayerNorm eps differ from HF's 1e-5; transformers will compute "
                       f"with 1e-5 (logits differ slightly), segformer.load_model keeps the original eps", stacklevel=2)
@@ -260,19 +273,36 @@ def convert(source: str | Path, destination: str | Path, to: str = "hf", *, over
     model = load_model(source)
     destination = Path(destination)
     sd, config = _target(model)
-    if to in ("hf", "ours"):
+    vit = isinstance(model, (SETR, VisionTransformer))
+    if to == "ours" or (to == "hf" and not vit):
         if config is None:
             raise ValueError(f"{source}: an encoder-only checkpoint converts to a file layout "
                              f"(--to nvlabs or --to mmseg), not to a model directory")
         if to == "hf":
             hf.from_native(sd, config)  # raises the clear error for decoders HF cannot express
         return save_pretrained(model, destination, overwrite=overwrite, layout="auto" if to == "hf" else "ours")
-    if to not in FORMATS:
+    if vit:
+        out = setr_loader.from_native(sd, config, to)  # mmseg or timm; a clear error for the others
+    elif to not in FORMATS:
         raise ValueError(f"unknown target format {to!r}; accepted: hf, ours, nvlabs, mmseg")
-    out = FORMATS[to].from_native(sd, config)
+    else:
+        out = FORMATS[to].from_native(sd, config)
+    # Our config rides along (foreign tools ignore it), so reading the file back rebuilds exactly this model
+    # (e.g. HF's LayerNorm eps, not the target format's).
+    ours = {"segformer_config": json.dumps(config.to_dict())} if config is not None else {}
     if destination.suffix == ".safetensors":
-        return write_safetensors(destination, out, {"format": "pt"}, overwrite)
+        return write_safetensors(destination, out, {"format": "pt", **ours}, overwrite)
     if destination.suffix not in (".pth", ".pt", ".bin"):
         raise ValueError(f"{destination}: --to {to} writes one file; name it .pth or .safetensors")
-    meta = {"CLASSES": list(config.class_names)} if config is not None and config.class_names else {}
-    return write_torch(destination, {"state_dict": out, "meta": meta}, overwrite)
+    return write_torch(destination, {"state_dict": out, "meta": {**_class_meta(to, config), **ours}}, overwrite)
+
+
+def _class_meta(to: str, config: SegFormerConfig | None) -> dict:
+    """Class names + palette where each reference's loader looks: mmseg 1.x `init_model` reads
+    meta.dataset_meta, mmseg 0.x / NVlabs `init_segmentor` meta.CLASSES and meta.PALETTE (both need the palette)."""
+    if config is None or not config.class_names:
+        return {}
+    names, palette = list(config.class_names), get_palette(len(config.class_names)).tolist()
+    if to == "mmseg":
+        return {"dataset_meta": {"classes": names, "palette": palette}}
+    return {"CLASSES": names, "PALETTE": palette}

@@ -12,6 +12,13 @@ from torch import nn
 
 from .decoders import ClassificationHead, MLPDecoder, MMSegMLPDecoder, init_decoder
 from .mit import MiTConfig, MixTransformer
+from .token_merging import (
+    TokenMergingConfig,
+    TokenMergingSpec,
+    apply_token_merging,
+    downsample_input,
+    resolve_token_merging,
+)
 
 DECODER_STYLES = ("hf", "mmseg")
 TASKS = ("segmentation", "classification")
@@ -31,6 +38,8 @@ class SegFormerConfig:
     ignore_index: int = 255
     class_names: list[str] | None = None
     name: str | None = None  # zoo name, informational
+    # SegFormer++ token merging applied at build time: a preset name or {"stages": [...], "downsample": bool}.
+    token_merging: str | dict | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, dict):
@@ -38,7 +47,8 @@ class SegFormerConfig:
         if self.task not in TASKS:
             raise ValueError(f"SegFormerConfig.task must be one of {TASKS}, got {self.task!r}")
         if self.decoder_style not in DECODER_STYLES:
-            raise ValueError(f"SegFormerConfig.decoder_style must be one of {DECODER_STYLES}, got {self.decoder_style!r}")
+            raise ValueError(f"SegFormerConfig.decoder_style must be one of {DECODER_STYLES}, "
+                             f"got {self.decoder_style!r}")
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
@@ -48,7 +58,7 @@ class SegFormerConfig:
         return {"architecture": "segformer", **dataclasses.asdict(self)}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "SegFormerConfig":
+    def from_dict(cls, data: dict) -> SegFormerConfig:
         data = {k: v for k, v in data.items() if k != "architecture"}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(data) - known
@@ -68,9 +78,36 @@ class SegFormer(nn.Module):
         self.config = config = config or SegFormerConfig()
         self.encoder = MixTransformer(config.encoder)
         self.decode_head = build_head(config)
+        self.token_merging: TokenMergingConfig | None = None
+        if config.token_merging is not None:
+            self.set_token_merging(config.token_merging)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        return self.decode_head(self.encoder(pixel_values))
+        if self.token_merging is None or not self.token_merging.downsample:
+            return self.decode_head(self.encoder(pixel_values))
+        logits = self.decode_head(self.encoder(downsample_input(pixel_values)))
+        if logits.ndim == 4:  # keep the documented (H/4, W/4) output size
+            logits = F.interpolate(logits, size=self._stage1_size(*pixel_values.shape[-2:]), mode="bilinear",
+                                   align_corners=False)
+        return logits
+
+    def set_token_merging(self, strategy: TokenMergingSpec) -> None:
+        """Switch SegFormer++ token merging at run time, no retraining needed; None restores the exact model.
+
+        strategy: a preset ("hq", "fast", "2x2", "downsample"), a YAML file, a list of 4 per-stage dicts
+        or `StageMerging`s, a `TokenMergingConfig`, or None. Recorded in `config.token_merging`.
+        """
+        merging = resolve_token_merging(strategy)
+        apply_token_merging(self.encoder, merging)
+        self.token_merging = merging
+        value = merging.to_config_value() if merging is not None else None
+        self.config = dataclasses.replace(self.config, token_merging=value)
+
+    def _stage1_size(self, height: int, width: int) -> tuple[int, ...]:
+        """The stage-1 feature size (= logit size) for an input of height x width."""
+        conv = self.encoder.stages[0].patch_embed.proj
+        geometry = zip((height, width), conv.kernel_size, conv.stride, conv.padding, strict=True)
+        return tuple((size + 2 * p - k) // s + 1 for size, k, s, p in geometry)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return segmentation_loss(logits, labels, self.config.ignore_index)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from .mit import MIT_VARIANTS, MiTConfig, mit_config
 from .segmentor import SegFormer, SegFormerConfig
+from .setr import DATASETS, DECODERS, MMSEG_WEIGHTS, SETR, SETRConfig, setr_config
+from .token_merging import TokenMergingSpec
 
 
 @dataclass(frozen=True)
@@ -17,6 +19,8 @@ class ZooEntry:
     task: str = "segmentation"
     hub_id: str | None = None
     description: str = ""
+    arch: str = "segformer"  # "segformer" | "setr" (then variant is the decoder: "naive", "pup", "mla")
+    dataset: str = ""  # SETR: the mmseg recipe ("ade20k", "cityscapes") that fixes crop size and aux heads
 
 
 def _decoder_dim(variant: str, style: str) -> int:
@@ -37,6 +41,21 @@ def _entries() -> dict[str, ZooEntry]:
             description=f"SegFormer-{v.upper()} fine-tuned on Cityscapes at 1024x1024")
         out[f"mit-{v}"] = ZooEntry(f"mit-{v}", v, 1000, task="classification", hub_id=f"nvidia/mit-{v}",
                                    description=f"MiT-{v.upper()} ImageNet-1k classifier (encoder for fine-tuning)")
+    out.update(_setr_entries())
+    return out
+
+
+def _setr_entries() -> dict[str, ZooEntry]:
+    out = {}
+    for d in DECODERS:
+        label = f"SETR-{'MLA' if d == 'mla' else d.capitalize()} (ViT-L/16)"
+        out[f"setr-{d}"] = ZooEntry(f"setr-{d}", d, 150, arch="setr", dataset="ade20k",
+                                    description=f"{label}, ADE20K 512x512 config, random init")
+        for dataset, tag in (("ade20k", "ade-512"), ("cityscapes", "cityscapes-768")):
+            size, classes = DATASETS[dataset]
+            out[f"setr-{d}-{tag}"] = ZooEntry(
+                f"setr-{d}-{tag}", d, classes, arch="setr", dataset=dataset,
+                description=f"{label}, {dataset} {size}x{size} config; mmseg weights: {MMSEG_WEIGHTS[d, dataset]}")
     return out
 
 
@@ -54,9 +73,12 @@ def get_entry(name: str) -> ZooEntry:
     return ZOO[name]
 
 
-def model_config(name: str, **overrides) -> SegFormerConfig:
-    """The config of a zoo name; `overrides` may name SegFormerConfig or MiTConfig fields."""
+def model_config(name: str, **overrides) -> SegFormerConfig | SETRConfig:
+    """The config of a zoo name; `overrides` may name SegFormerConfig or MiTConfig fields
+    (SETR: SETRConfig or ViTConfig fields)."""
     entry = get_entry(name)
+    if entry.arch == "setr":
+        return setr_config(entry.variant, entry.dataset, **{"name": name, **overrides})
     head_fields = {f.name for f in dataclasses.fields(SegFormerConfig)} - {"encoder"}
     enc_fields = {f.name for f in dataclasses.fields(MiTConfig)}
     unknown = set(overrides) - head_fields - enc_fields
@@ -75,6 +97,18 @@ def model_config(name: str, **overrides) -> SegFormerConfig:
     return SegFormerConfig(encoder=mit_config(entry.variant, **enc), **head)
 
 
-def create_model(name: str, **overrides) -> SegFormer:
-    """A randomly initialised model of a zoo name, e.g. `create_model("segformer-b2", num_classes=19)`."""
-    return SegFormer(model_config(name, **overrides))
+def create_model(name: str, *, token_merging: TokenMergingSpec = None, **overrides) -> SegFormer | SETR:
+    """A randomly initialised model of a zoo name, e.g. `create_model("segformer-b2", num_classes=19)`.
+
+    token_merging: a SegFormer++ strategy ("hq", "fast", "2x2", "downsample", a YAML file, a list of
+    4 per-stage settings), see `SegFormer.set_token_merging`.
+    """
+    config = model_config(name, **overrides)
+    if isinstance(config, SETRConfig):
+        if token_merging is not None:
+            raise ValueError(f"create_model({name!r}): token_merging is SegFormer++ (MiT attention); SETR has none")
+        return SETR(config)
+    model = SegFormer(config)
+    if token_merging is not None:
+        model.set_token_merging(token_merging)
+    return model

@@ -1,0 +1,44 @@
+"""timm / JAX-converted ImageNet ViT checkpoints (`vit_large_patch16_384`, `jx_vit_large_p16_384`, ...):
+`cls_token`, `pos_embed`, `patch_embed.proj`, `blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}`,
+`norm`, and an ImageNet classifier (`head`, `pre_logits`, `fc_norm`) that segmentation does not use.
+
+Our ViT uses timm's module names, so the encoder maps by adding `encoder.`; the classifier is set aside."""
+
+from __future__ import annotations
+
+import torch
+
+from .keymap import KeyMap
+
+# The ImageNet classifier: reported and dropped, never loaded.
+CLASSIFIER_PREFIXES = ("head.", "pre_logits.", "fc_norm.")
+
+_BLOCK = "blocks.{b}."
+KEYS = KeyMap([
+    ("cls_token", "encoder.cls_token"),
+    ("pos_embed", "encoder.pos_embed"),
+    ("patch_embed.proj", "encoder.patch_embed.proj"),
+    (_BLOCK + "norm1", "encoder." + _BLOCK + "norm1"),
+    (_BLOCK + "attn.qkv", "encoder." + _BLOCK + "attn.qkv"),
+    (_BLOCK + "attn.proj", "encoder." + _BLOCK + "attn.proj"),
+    (_BLOCK + "norm2", "encoder." + _BLOCK + "norm2"),
+    (_BLOCK + "mlp.fc1", "encoder." + _BLOCK + "mlp.fc1"),
+    (_BLOCK + "mlp.fc2", "encoder." + _BLOCK + "mlp.fc2"),
+    ("norm", "encoder.norm"),
+])
+
+
+def matches(keys: list[str]) -> bool:
+    return "patch_embed.proj.weight" in keys and "pos_embed" in keys
+
+
+def to_native(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
+    """(our encoder keys, unknown keys, classifier keys set aside)."""
+    classifier = [k for k in state_dict if k.startswith(CLASSIFIER_PREFIXES)]
+    native, unknown = KEYS.to_native({k: v for k, v in state_dict.items() if k not in classifier})
+    return native, unknown, classifier
+
+
+def from_native(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """timm keys for the encoder part of our state dict (heads, neck: not part of a timm ViT)."""
+    return KEYS.from_native({k: v for k, v in state_dict.items() if k.startswith("encoder.")})

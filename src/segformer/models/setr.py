@@ -1,0 +1,218 @@
+"""SETR = ViT encoder + a Naive, PUP or MLA decoder (+ auxiliary heads for training), from one dataclass config.
+
+The presets reproduce MMSegmentation 1.2.2's SETR configs (`configs/setr/*`): ViT-L/16, LayerNorm eps 1e-6,
+SyncBN as BatchNorm, no dropout, auxiliary losses weighted 0.4 (DESIGN.md section 5).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .segmentor import segmentation_loss
+from .setr_decoders import FCNHead, MLANeck, SETRMLAHead, SETRUPHead
+from .vit import VisionTransformer, ViTConfig
+
+DECODERS = ("naive", "pup", "mla")
+DATASETS = {"ade20k": (512, 150), "cityscapes": (768, 19)}  # training crop, classes
+
+_URL = "https://download.openmmlab.com/mmsegmentation/v0.5/setr/"
+# MMSegmentation's trained SETR checkpoints (not on the HF hub): download one, then `segformer.load_model(file)`.
+MMSEG_WEIGHTS = {
+    ("naive", "ade20k"): _URL + "setr_naive_512x512_160k_b16_ade20k/"
+                                "setr_naive_512x512_160k_b16_ade20k_20210619_191258-061f24f5.pth",
+    ("pup", "ade20k"): _URL + "setr_pup_512x512_160k_b16_ade20k/"
+                              "setr_pup_512x512_160k_b16_ade20k_20210619_191343-7e0ce826.pth",
+    ("mla", "ade20k"): _URL + "setr_mla_512x512_160k_b16_ade20k/"
+                              "setr_mla_512x512_160k_b16_ade20k_20210619_191057-f9741de7.pth",
+    ("naive", "cityscapes"): _URL + "setr_naive_vit-large_8x1_768x768_80k_cityscapes/"
+                                    "setr_naive_vit-large_8x1_768x768_80k_cityscapes_20211123_000505-20728e80.pth",
+    ("pup", "cityscapes"): _URL + "setr_pup_vit-large_8x1_768x768_80k_cityscapes/"
+                                  "setr_pup_vit-large_8x1_768x768_80k_cityscapes_20211122_155115-f6f37b8f.pth",
+    ("mla", "cityscapes"): _URL + "setr_mla_vit-large_8x1_768x768_80k_cityscapes/"
+                                  "setr_mla_vit-large_8x1_768x768_80k_cityscapes_20211119_101003-7f8dccbe.pth",
+}
+
+
+@dataclass
+class SETRConfig:
+    """Everything needed to rebuild a SETR; serialises to JSON via `to_dict` ("architecture": "setr").
+
+    Naive/PUP: the decode head reads the last encoder output, aux head j the encoder output `aux_indices[j]`.
+    MLA: all encoder outputs go through the MLA neck; aux head j (1x1 FCN) reads neck level `aux_indices[j]`.
+    """
+
+    encoder: ViTConfig = field(default_factory=lambda: ViTConfig(out_indices=(9, 14, 19, 23)))
+    decoder: str = "pup"  # "naive" | "pup" | "mla"
+    num_classes: int = 150
+    channels: int = 256  # UP heads: conv channels; MLA: neck channels
+    num_convs: int = 4  # UP decode head: conv + upsample stages (naive 1, PUP 4)
+    kernel_size: int = 3  # UP decode head conv kernel (naive 1, PUP 3)
+    up_scale: int = 2  # upsampling per UP stage (naive 4, PUP 2); MLA head's upsampling (4)
+    mla_channels: int = 128  # MLA head branch channels
+    aux_indices: tuple[int, ...] = (0, 1, 2)  # () = no auxiliary heads
+    aux_num_convs: int = 2  # UP auxiliary heads (naive/PUP only)
+    aux_kernel_size: int = 3
+    aux_up_scale: int = 4
+    aux_weight: float = 0.4
+    dropout: float = 0.0  # Dropout2d before every classifier (0 in all SETR configs)
+    ln_eps: float = 1e-6  # the heads' and neck's LayerNorms
+    bn_eps: float = 1e-5
+    ignore_index: int = 255
+    class_names: list[str] | None = None
+    name: str | None = None  # zoo name, informational
+
+    def __post_init__(self) -> None:
+        if isinstance(self.encoder, dict):
+            self.encoder = ViTConfig(**self.encoder)
+        if self.decoder not in DECODERS:
+            raise ValueError(f"SETRConfig.decoder must be one of {DECODERS}, got {self.decoder!r}")
+        if self.num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        self.aux_indices = tuple(int(i) for i in self.aux_indices)
+        levels = len(self.encoder.out_indices)
+        if any(not 0 <= i < levels for i in self.aux_indices):
+            raise ValueError(f"SETRConfig.aux_indices {self.aux_indices} must index the {levels} encoder outputs "
+                             f"(out_indices {self.encoder.out_indices})")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            self.class_names = None  # stale names (num_classes overridden) are worse than none
+
+    def to_dict(self) -> dict:
+        return {"architecture": "setr", **dataclasses.asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SETRConfig:
+        data = {k: v for k, v in data.items() if k != "architecture"}
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown SETRConfig fields {sorted(unknown)}; accepted: {sorted(known)}")
+        return cls(**data)
+
+
+def default_out_indices(decoder: str, depth: int) -> tuple[int, ...]:
+    """SETR's encoder taps: (9, 14, 19, 23) for Naive/PUP and (5, 11, 17, 23) for MLA on ViT-L's 24 blocks;
+    the quarter points of other depths."""
+    if depth == 24:
+        return (5, 11, 17, 23) if decoder == "mla" else (9, 14, 19, 23)
+    return tuple(sorted({max(depth * (i + 1) // 4 - 1, 0) for i in range(4)}))
+
+
+def setr_config(decoder: str, dataset: str = "ade20k", **overrides) -> SETRConfig:
+    """The SETRConfig of mmseg's `setr_vit-l_<decoder>_..._<dataset>` config; `overrides` may name SETRConfig
+    or ViTConfig fields (e.g. depth=4, num_classes=19)."""
+    if decoder not in DECODERS:
+        raise ValueError(f"unknown SETR decoder {decoder!r}; accepted: {', '.join(DECODERS)}")
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown SETR preset dataset {dataset!r}; accepted: {', '.join(DATASETS)}")
+    enc_fields = {f.name for f in dataclasses.fields(ViTConfig)}
+    head_fields = {f.name for f in dataclasses.fields(SETRConfig)} - {"encoder"}
+    unknown = set(overrides) - enc_fields - head_fields
+    if unknown:
+        raise ValueError(f"unknown SETR argument(s) {sorted(unknown)}; accepted: {sorted(enc_fields | head_fields)}")
+    size, classes = DATASETS[dataset]
+    enc = {k: v for k, v in overrides.items() if k in enc_fields}
+    enc.setdefault("img_size", (size, size))
+    enc.setdefault("with_cls_token", decoder != "mla")
+    enc.setdefault("out_indices", default_out_indices(decoder, enc.get("depth", 24)))
+    head: dict = dict(decoder=decoder, num_classes=classes)
+    if decoder == "mla":
+        head.update(up_scale=4, aux_indices=tuple(range(len(enc["out_indices"]))))
+    else:
+        head.update(num_convs=1 if decoder == "naive" else 4, kernel_size=1 if decoder == "naive" else 3,
+                    up_scale=4 if decoder == "naive" else 2, aux_indices=tuple(range(len(enc["out_indices"]) - 1)),
+                    aux_kernel_size=1 if decoder == "naive" else 3,
+                    aux_num_convs=1 if (decoder, dataset) == ("naive", "cityscapes") else 2)
+    head.update({k: v for k, v in overrides.items() if k in head_fields})
+    return SETRConfig(encoder=ViTConfig(**enc), **head)
+
+
+class SETR(nn.Module):
+    """ViT encoder (+ MLA neck) + SETR decode head; `forward` returns the main head's logits:
+    (B, K, ceil(H/4), ceil(W/4)) for Naive and MLA, (B, K, H, W) for PUP.
+    `encoder`: an existing VisionTransformer with `config.encoder` to build the heads around."""
+
+    def __init__(self, config: SETRConfig | None = None, encoder: VisionTransformer | None = None):
+        super().__init__()
+        self.config = config = config or SETRConfig()
+        if encoder is not None and encoder.config != config.encoder:
+            raise ValueError(f"SETR: the given encoder's config {encoder.config} differs from {config.encoder}")
+        self.encoder = encoder if encoder is not None else VisionTransformer(config.encoder)
+        self.neck = MLANeck(self.encoder.out_channels, config.channels, config.ln_eps, config.bn_eps) \
+            if config.decoder == "mla" else None
+        self.decode_head, self.aux_heads = _build_heads(config)
+
+    def forward_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """The maps the heads read: encoder outputs (Naive/PUP) or MLA neck outputs."""
+        features = self.encoder(pixel_values)
+        return self.neck(features) if self.neck is not None else features
+
+    def forward(self, pixel_values: torch.Tensor, return_aux: bool = False
+                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
+        """Main logits; with `return_aux=True` also the auxiliary heads' logits (training only in SETR).
+
+        Inputs whose sides are not multiples of the patch are zero-padded at the bottom/right (as mmseg); the
+        logits are cropped back to the unpadded extent (mmseg keeps the padded size and lets the final resize
+        stretch it), so they stay aligned with the image."""
+        features = self.forward_features(pixel_values)
+        size, padded = pixel_values.shape[-2:], [g * self.config.encoder.patch_size for g in features[0].shape[-2:]]
+        logits = _crop(self.decode_head(features if self.neck is not None else features[-1]), size, padded)
+        if not return_aux:
+            return logits
+        aux = [head(features[i]) for i, head in zip(self.config.aux_indices, self.aux_heads, strict=True)]
+        return logits, [_crop(a, size, padded) for a in aux]
+
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor,
+             aux_logits: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """Cross-entropy of the main logits plus `aux_weight` x that of each auxiliary head's logits."""
+        total = segmentation_loss(logits, labels, self.config.ignore_index)
+        for aux in aux_logits or ():
+            total = total + self.config.aux_weight * segmentation_loss(aux, labels, self.config.ignore_index)
+        return total
+
+    def no_weight_decay(self) -> set[str]:
+        return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
+
+    def reset_head(self, num_classes: int) -> None:
+        """Replace the decode and auxiliary heads with fresh ones for `num_classes` classes (the neck is kept)."""
+        self.config = dataclasses.replace(self.config, num_classes=num_classes, class_names=None)
+        decode_head, aux_heads = _build_heads(self.config)
+        self.decode_head = decode_head.to(self.encoder.pos_embed)
+        self.aux_heads = aux_heads.to(self.encoder.pos_embed)
+
+    def save_pretrained(self, directory: str | Path, *, overwrite: bool = False) -> Path:
+        """Write `config.json` + `model.safetensors` in our layout."""
+        from ..checkpoints import save_pretrained  # models do not depend on checkpoint formats; this helper does
+
+        return save_pretrained(self, directory, overwrite=overwrite)
+
+
+def _crop(logits: torch.Tensor, size: Sequence[int], padded: Sequence[int]) -> torch.Tensor:
+    """The part of `logits` (computed on an input padded to `padded`) that covers the `size` input."""
+    if tuple(size) == tuple(padded):
+        return logits
+    h, w = (math.ceil(n * out / p) for n, out, p in zip(size, logits.shape[-2:], padded, strict=True))
+    return logits[..., :h, :w]
+
+
+def _build_heads(config: SETRConfig) -> tuple[nn.Module, nn.ModuleList]:
+    k, c = config.num_classes, config.channels
+    if config.decoder == "mla":
+        levels = len(config.encoder.out_indices)
+        head = SETRMLAHead((c,) * levels, config.mla_channels, k, config.up_scale, config.dropout, config.bn_eps)
+        aux = [FCNHead(c, k, config.dropout) for _ in config.aux_indices]
+        return head, nn.ModuleList(aux)
+    dim, eps = config.encoder.embed_dim, dict(ln_eps=config.ln_eps, bn_eps=config.bn_eps)
+    head = SETRUPHead(dim, c, k, config.num_convs, config.kernel_size, config.up_scale, config.dropout, **eps)
+    aux = [SETRUPHead(dim, c, k, config.aux_num_convs, config.aux_kernel_size, config.aux_up_scale, config.dropout,
+                      **eps) for _ in config.aux_indices]
+    return head, nn.ModuleList(aux)
+
+
+__all__ = ["SETRConfig", "SETR", "setr_config", "default_out_indices", "DECODERS", "DATASETS", "MMSEG_WEIGHTS"]
