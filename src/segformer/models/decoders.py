@@ -120,3 +120,7 @@ def init_decoder(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+    classifier = getattr(module, "classifier", None)
+    if isinstance(classifier, nn.Conv2d):  # small logits at the start, as mmseg's conv_seg: normal(0, 0.01)
+        nn.init.normal_(classifier.weight, std=0.01)
+        nn.init.zeros_(classifier.bias)
