@@ -110,8 +110,9 @@ class TokenMergingConfig:
     name: str | None = None  # the preset it came from, if any
 
     def __post_init__(self) -> None:
-        if len(self.stages) != 4:
-            raise ValueError(f"token merging needs 4 stage settings (one per stage), got {len(self.stages)}")
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if len(self.stages) != 4 or not all(isinstance(s, StageMerging) for s in self.stages):
+            raise ValueError(f"TokenMergingConfig.stages needs 4 StageMerging (one per stage), got {self.stages!r}")
 
     def to_config_value(self) -> str | dict:
         """JSON-able form for `SegFormerConfig.token_merging`: the preset name, or the full settings."""
