@@ -6,15 +6,17 @@ at the size of `x`; `multiscale(model, x, scales, flip, mode)` returns averaged 
 window follows MMSegmentation's `slide_inference`: per axis `max(H - crop + stride - 1, 0) // stride + 1`
 windows, the last one clamped to the edge, overlaps averaged by a count map.
 
-Memory. `slide` streams: windows run row by row, and a region of the output is averaged and handed on as
-soon as no later window covers it. Besides the model's activations and the K x crop_h x crop_w upsampled
-logits of one batch of windows, it holds
-K x (crop_h - stride_h) x W float32 values carried to the next row of windows plus about
+Memory. The sliding window streams (`slide_blocks`; `slide` only assembles its output): windows run row by
+row, and a region of the output is averaged and handed on as soon as no later window covers it. Besides the
+model's activations and the K x crop_h x crop_w upsampled logits of one batch of windows, it holds
+K x (crop_h - stride_h) x W float32 sums carried to the next row of windows, plus about
 K x crop_h x (crop_w + stride_w) for the row in progress. `predict(mode="slide")` without resizing, scales or
-flip argmaxes each finished region at once, so its peak never holds K x H x W: for an 8192 x 8192 image and
-150 classes, crop 512 stride 341, the carry is 0.84 GB where the full logits would be 40 GB (measured peak
-in benchmarks/RESULTS.md). Label maps are resized to the original size class chunk by class chunk, so no
-(K, H, W) tensor exists there either; only asking for `scores` (or the tensor functions above) does that.
+flip argmaxes each finished region at once, so nothing of size K x H x W ever exists: for an 8192 x 8192 image,
+150 classes, crop 512 stride 341, the carry is 0.84 GB where the full logits would be 40 GB; measured with B0
+on CPU, the whole process peaks at 2.13 GiB RSS (benchmarks/predict_memory.py, benchmarks/RESULTS.md).
+Label maps are resized to the original size class chunk by class chunk, so no (K, H, W) tensor exists there
+either; only asking for `scores` (or the tensor functions above) makes one. A resize, scales or flip make
+`predict` hold the logits at the resized size, K x h x w.
 """
 
 from __future__ import annotations
