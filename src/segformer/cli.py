@@ -189,6 +189,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--legend", action="store_true", help="add a legend of the classes present to the overlay")
     p.add_argument("--no-overlay", action="store_true", help="write the label maps only")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--token-merging", help="SegFormer++ strategy: hq, fast, 2x2, downsample, or a YAML file")
     p.set_defaults(func=_run_predict)
 
 
@@ -262,7 +263,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     if world > 1:
         dist.init_process_group("gloo")
         dist.barrier()
-    model = load_model(args.model)
+    model = load_model(args.model, **({"token_merging": args.token_merging} if args.token_merging else {}))
     config = getattr(model, "config", None)
     if getattr(config, "task", None) != "segmentation":
         raise ValueError(f"model {args.model} has no segmentation head (task: {getattr(config, 'task', 'encoder')})")
