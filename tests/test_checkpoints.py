@@ -11,6 +11,7 @@ from safetensors.torch import load_file, save_file
 from transformers import SegformerConfig, SegformerForImageClassification, SegformerForSemanticSegmentation
 
 import segformer
+from helpers import randomise
 from segformer import cli
 from segformer.checkpoints import convert, detect_format, read_checkpoint, read_source
 from segformer.models import MixTransformer, SegFormer
@@ -23,21 +24,6 @@ X = torch.randn(2, 3, 71, 90, generator=torch.Generator().manual_seed(0))
 def hf_config(**kw) -> SegformerConfig:
     return SegformerConfig(hidden_sizes=DIMS, depths=DEPTHS, sr_ratios=SR, mlp_ratios=MLP, **kw)
 
-
-def randomise(model: torch.nn.Module) -> torch.nn.Module:
-    """Random biases, LayerNorm affines and BN statistics, so no layer is the identity."""
-    g = torch.Generator().manual_seed(3)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.add_(0.02 * torch.randn(p.shape, generator=g))
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            elif isinstance(m, torch.nn.LayerNorm):
-                m.weight.copy_(1.0 + 0.1 * torch.randn(m.weight.shape, generator=g))
-    return model.eval()
 
 
 def logits(model: torch.nn.Module, x: torch.Tensor = X) -> torch.Tensor:
@@ -100,7 +86,7 @@ def set_nvlabs_eps(model: torch.nn.Module) -> None:
 def hf_seg(tmp_path_factory):
     """A random HF segmentation model (7 classes, decoder 40) saved by transformers, and its directory."""
     torch.manual_seed(0)
-    model = randomise(SegformerForSemanticSegmentation(hf_config(num_labels=7, decoder_hidden_size=40)))
+    model = randomise(SegformerForSemanticSegmentation(hf_config(num_labels=7, decoder_hidden_size=40))).eval()
     directory = tmp_path_factory.mktemp("hf_seg")
     model.save_pretrained(directory)
     return model, directory
@@ -110,7 +96,7 @@ def hf_seg(tmp_path_factory):
 def hf_cls_bare(tmp_path_factory):
     """A random HF classifier and the same weights as a bare NVlabs ImageNet file (encoder keys + head)."""
     torch.manual_seed(1)
-    model = randomise(SegformerForImageClassification(hf_config(num_labels=10)))
+    model = randomise(SegformerForImageClassification(hf_config(num_labels=10))).eval()
     directory = tmp_path_factory.mktemp("hf_cls")
     model.save_pretrained(directory)
     path = directory / "mit_tiny.pth"

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import segformer
+from helpers import mmseg_oracle as oracle_paths
 from segformer import inference
 from segformer.cli import main
 from segformer.data import ADE20K, open_dataset, write_synthetic
@@ -89,17 +90,6 @@ json.dump(out, open(spec["out"], "w"))
 '''
 
 
-def _oracle_paths() -> tuple[str, str]:
-    python = os.environ.get("SEGFORMER_MMSEG_PYTHON", str(REPO / ".venv-mmseg" / "bin" / "python"))
-    shims = [os.environ.get("SEGFORMER_MMCV_SHIM", ""), str(REPO / "tests" / "oracles" / "mmcv_ops_shim.py"),
-             "/work/shared/oracles/mmcv_ops_shim.py"]
-    if not os.path.exists(python):
-        pytest.skip(f"MMSegmentation oracle venv absent ({python}); see DESIGN.md section 8")
-    shim = next((s for s in shims if s and os.path.exists(s)), None)
-    if shim is None:
-        pytest.skip(f"mmcv_ops_shim.py not found (looked in {shims[1:]} and $SEGFORMER_MMCV_SHIM)")
-    return python, shim
-
 
 def _random_case(rng: np.random.Generator) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """7 classes: class 4 is predicted but never labelled (IoU 0, Acc NaN), class 6 appears nowhere (NaN);
@@ -138,7 +128,7 @@ def _ade_tree(root: Path, rng: np.random.Generator) -> tuple[list[str], list[np.
 
 @pytest.mark.mmseg
 def test_iou_metric_matches_mmseg(tmp_path):
-    python, shim = _oracle_paths()
+    python, shim = oracle_paths()
     rng = np.random.default_rng(0)
     preds, labels = _random_case(rng)
     ade_files, ade_preds = _ade_tree(tmp_path / "ADEChallengeData2016", rng)

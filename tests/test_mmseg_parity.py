@@ -16,6 +16,7 @@ import pytest
 import torch
 
 import segformer
+from helpers import randomise
 from segformer import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,21 +28,6 @@ OUR_CLASSES = ["sky", "road", "tree", "car", "person", "house", "water"]
 
 pytestmark = pytest.mark.mmseg
 
-
-def randomise(model: torch.nn.Module) -> None:
-    """Random biases, norm affines and BN statistics, so no layer is the identity."""
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.add_(0.02 * torch.randn(p.shape, generator=g))
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            elif isinstance(m, torch.nn.LayerNorm):
-                m.weight.copy_(1.0 + 0.1 * torch.randn(m.weight.shape, generator=g))
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import mmseg_oracle as oracle_paths
 from segformer.preprocess import (
     ImageProcessor,
     keep_ratio_size,
@@ -266,23 +267,13 @@ np.savez(spec["out"], **out)
 '''
 
 
-def _oracle_paths() -> tuple[str, str]:
-    python = os.environ.get("SEGFORMER_MMSEG_PYTHON", str(REPO / ".venv-mmseg" / "bin" / "python"))
-    # Where tests/oracles/mmseg_oracle.py finds the mmcv-lite shim: <project root>/../shared/oracles.
-    shim = os.environ.get("SEGFORMER_MMCV_SHIM", str(REPO.parent / "shared" / "oracles" / "mmcv_ops_shim.py"))
-    if not os.path.exists(python):
-        pytest.skip(f"MMSegmentation oracle venv absent ({python}); see DESIGN.md section 8")
-    if not os.path.exists(shim):
-        pytest.skip(f"mmcv-lite shim absent ({shim}); see DESIGN.md section 8")
-    return python, shim
-
 
 SIZES = [(97, 131), (333, 500), (700, 1100), (1200, 400)]
 
 
 @pytest.fixture(scope="module")
 def mmseg_oracle(tmp_path_factory):
-    python, shim = _oracle_paths()
+    python, shim = oracle_paths()
     work = tmp_path_factory.mktemp("mmseg_oracle")
     cases, loads = [], {}
     for i, (h, w) in enumerate(SIZES):

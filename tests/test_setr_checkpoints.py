@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 import segformer
+from helpers import randomise
 from segformer import cli
 from segformer.checkpoints import convert, detect_format, read_checkpoint
 from segformer.models import SETR, VisionTransformer, setr_config
@@ -19,17 +20,7 @@ TINY = dict(depth=4, embed_dim=32, num_heads=4, channels=16, mla_channels=8, img
 
 def randomised(decoder: str, **kw) -> SETR:
     torch.manual_seed(0)
-    model = SETR(setr_config(decoder, **{**TINY, **kw})).eval()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.add_(0.02 * torch.randn(p.shape, generator=g))
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-    return model
+    return randomise(SETR(setr_config(decoder, **{**TINY, **kw})).eval())
 
 
 def outputs(model: SETR, x: torch.Tensor) -> list[torch.Tensor]:

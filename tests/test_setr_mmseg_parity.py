@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import segformer
+from helpers import randomise
 from segformer import cli
 from segformer.models import SETR
 
@@ -122,21 +123,6 @@ def test_narrow_recipe_parity(narrow_oracle, decoder, dataset):
         diffs = compare(model, ref)
         assert max(diffs) <= TOL, f"{name} at {shape[2:]}: {diffs}"
 
-
-def randomise(model: torch.nn.Module, seed: int = 1) -> None:
-    """Random biases, norm affines and BN statistics, so no layer is the identity."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith("bias"):
-                p.add_(0.02 * torch.randn(p.shape, generator=g))
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.running_mean.copy_(0.1 * torch.randn(m.num_features, generator=g))
-                m.running_var.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-                m.weight.copy_(torch.rand(m.num_features, generator=g) + 0.5)
-            elif isinstance(m, torch.nn.LayerNorm):
-                m.weight.copy_(1.0 + 0.1 * torch.randn(m.weight.shape, generator=g))
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import mmseg_oracle as oracle_paths
 from segformer.data import transforms as T
 from segformer.data.transforms import (
     PhotoMetricDistortion,
@@ -76,21 +77,10 @@ PHOTOMETRIC = [("brightness", -32.0), ("brightness", 7.25), ("brightness", 31.5)
                ("hue", -18), ("hue", 5), ("hue", 17)]
 
 
-def _oracle_paths() -> tuple[str, str]:
-    python = os.environ.get("SEGFORMER_MMSEG_PYTHON", str(REPO / ".venv-mmseg" / "bin" / "python"))
-    shims = [os.environ.get("SEGFORMER_MMCV_SHIM", ""), str(REPO / "tests" / "oracles" / "mmcv_ops_shim.py"),
-             "/work/shared/oracles/mmcv_ops_shim.py"]
-    if not os.path.exists(python):
-        pytest.skip(f"MMSegmentation oracle venv absent ({python}); see DESIGN.md section 8")
-    shim = next((s for s in shims if s and os.path.exists(s)), None)
-    if shim is None:
-        pytest.skip(f"mmcv_ops_shim.py not found (looked in {shims[1:]} and $SEGFORMER_MMCV_SHIM)")
-    return python, shim
-
 
 @pytest.fixture(scope="module")
 def mmseg_oracle(tmp_path_factory):
-    python, shim = _oracle_paths()
+    python, shim = oracle_paths()
     work = tmp_path_factory.mktemp("mmseg_transforms")
     rng = np.random.default_rng(0)
     resize = [(int(h), int(w), scale, float(r)) for (h, w), r in zip(rng.integers(1, 2500, size=(60, 2)),
