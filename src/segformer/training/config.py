@@ -1,0 +1,240 @@
+"""`TrainConfig`: every training setting in one flat dataclass; a recipe YAML maps 1:1 onto its fields.
+
+`load_config(path, flags, sets)` layers the dataclass defaults, a YAML file, command-line flags and
+`--set key=value` overrides (values parsed as YAML, so `--set crop_size=[512,512]` and `--set clip_grad=null`
+work; `model_args.drop_path_rate=0` sets one entry of a mapping field). Unknown keys and ill-typed values are
+errors that name the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+OPTIMIZERS = ("adamw", "sgd")
+AMP_MODES = ("none", "bf16", "fp16")
+NO_DECAY_RULES = ("model", "mmseg", "none")
+EVAL_MODES = ("whole", "slide")
+
+
+@dataclass
+class TrainConfig:
+    """One training run. Defaults are the SegFormer ADE20K 512x512 recipe (mmseg), minus the dataset."""
+
+    # Model
+    model: str = "segformer-b0"  # a zoo name (`segformer models`)
+    model_args: dict = field(default_factory=dict)  # create_model overrides, e.g. {decoder_style: mmseg}
+    pretrained: str | None = None  # hub id, directory or file: an encoder (e.g. nvidia/mit-b0) or a full model
+    # Data
+    data: str | None = None  # dataset root: ADE20K, Cityscapes or folder layout (detected)
+    train_split: str = "train"
+    val_split: str = "val"
+    num_classes: int | None = None  # None: the dataset's (classes.txt for a folder)
+    crop_size: tuple[int, int] = (512, 512)  # (h, w); smaller images are padded (image 0, label 255)
+    scale: tuple[int, int] | None = None  # (long, short) RandomResize / test Resize bound; None: the dataset's
+    ratio_range: tuple[float, float] = (0.5, 2.0)  # recipe scale, or (4 x crop, crop) for a folder
+    cat_max_ratio: float = 0.75
+    flip_prob: float = 0.5
+    photometric: bool = True
+    num_workers: int = 4
+    # Optimisation (iteration based)
+    iters: int = 160000
+    batch_size: int = 16  # global: summed over processes and accumulation steps
+    grad_accum: int = 1
+    optimizer: str = "adamw"  # "adamw" | "sgd"
+    lr: float = 6e-5
+    weight_decay: float = 0.01
+    momentum: float = 0.9  # SGD
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
+    head_lr_mult: float = 10.0  # decode and auxiliary heads
+    no_decay: str = "model"  # "model": the model's no_weight_decay(); "mmseg": mmseg's name rules; "none"
+    warmup_iters: int = 1500  # linear warm-up from lr x warmup_ratio
+    warmup_ratio: float = 1e-6
+    power: float = 1.0  # poly decay to min_lr at `iters`
+    min_lr: float = 0.0
+    clip_grad: float | None = None  # max global gradient norm
+    class_weights: list[float] | None = None  # cross-entropy weight per class
+    amp: str = "none"  # "none" | "bf16" (CPU or GPU) | "fp16" (GPU, with a gradient scaler)
+    # Evaluation, logging, checkpoints
+    eval_interval: int = 16000  # 0: only at the end
+    eval_mode: str = "whole"  # "whole" | "slide"
+    eval_crop: tuple[int, int] | None = None  # slide window; None: crop_size
+    eval_stride: tuple[int, int] | None = None  # None: 2/3 of the window
+    log_interval: int = 50
+    checkpoint_interval: int = 16000
+    keep_checkpoints: int = 3  # the newest N; 0 keeps all
+    seed: int = 0
+    device: str | None = None  # None: cuda if available, else cpu
+    out: str | None = None  # run directory
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("amp", self.amp, AMP_MODES)
+        _choice("no_decay", self.no_decay, NO_DECAY_RULES)
+        _choice("eval_mode", self.eval_mode, EVAL_MODES)
+        for name in ("iters", "batch_size", "grad_accum", "log_interval", "checkpoint_interval"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("num_workers", "eval_interval", "keep_checkpoints", "warmup_iters"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("crop_size", "scale", "eval_crop", "eval_stride"):
+            value = getattr(self, name)
+            if value is not None and min(value) < 1:
+                raise ValueError(f"{name} must hold positive sizes, got {list(value)}")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"batch_size {self.batch_size} is not divisible by grad_accum {self.grad_accum}")
+        if self.lr <= 0 or self.min_lr < 0 or self.warmup_ratio < 0 or self.power < 0:
+            raise ValueError(f"need lr > 0 and min_lr, warmup_ratio, power >= 0; got lr={self.lr}, "
+                             f"min_lr={self.min_lr}, warmup_ratio={self.warmup_ratio}, power={self.power}")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise ValueError(f"clip_grad must be > 0 or null, got {self.clip_grad}")
+
+    def to_dict(self) -> dict:
+        """Plain YAML-able values (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def _choice(name: str, value: str, accepted: tuple[str, ...]) -> None:
+    if value not in accepted:
+        raise ValueError(f"{name} must be one of {', '.join(accepted)}; got {value!r}")
+
+
+def _describe(tp) -> str:
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if tp is type(None):
+        return "null"
+    if typing.get_origin(tp) is tuple:
+        return f"a list of {len(args)} {args[0].__name__}s (or one {args[0].__name__} for both)"
+    if typing.get_origin(tp) is list:
+        return f"a list of {args[0].__name__}s"
+    return {dict: "a mapping"}.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _coerce(name: str, value, tp):
+    """`value` as type `tp`, accepting what YAML gives (e.g. '6e-5' as a string, an int for a float,
+    one int for a pair); a ValueError names the field otherwise."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    try:
+        if origin in (typing.Union, types.UnionType):
+            if value is None:
+                if type(None) in args:
+                    return None
+                raise TypeError
+            return _coerce(name, value, next(a for a in args if a is not type(None)))
+        if tp is bool:
+            if isinstance(value, bool):
+                return value
+            raise TypeError
+        if tp in (int, float):
+            if isinstance(value, bool) or value is None:
+                raise TypeError
+            number = float(value) if isinstance(value, str) else value
+            if tp is int:
+                if float(number) != int(number):
+                    raise TypeError
+                return int(number)
+            return float(number)
+        if tp is str:
+            if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+                return str(value)
+            raise TypeError
+        if origin is tuple:
+            items = [value] * len(args) if isinstance(value, (int, float, str)) else list(value)
+            if len(items) != len(args):
+                raise TypeError
+            return tuple(_coerce(name, v, a) for v, a in zip(items, args, strict=True))
+        if origin is list:
+            return [_coerce(name, v, args[0]) for v in value]
+        if tp is dict:
+            if not isinstance(value, dict):
+                raise TypeError
+            return dict(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ValueError(f"{name} must be {_describe(tp)}, got {value!r}") from None
+    raise TypeError(f"TrainConfig.{name}: unsupported field type {tp}")
+
+
+FIELDS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+
+
+def _unknown(key: str, where: str) -> ValueError:
+    close = difflib.get_close_matches(key, FIELDS, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return ValueError(f"{where}: unknown key {key!r}{hint}; accepted: {', '.join(FIELDS)}")
+
+
+def read_yaml(path: str | Path) -> dict:
+    """The mapping of a recipe file, its keys checked against `TrainConfig`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: not valid YAML: {exc}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a config is a mapping of TrainConfig fields, got {type(data).__name__}")
+    for key in data:
+        if key not in FIELDS:
+            raise _unknown(str(key), str(path))
+    return data
+
+
+def apply_sets(data: dict, sets: list[str]) -> dict:
+    """`data` with `--set key=value` items applied; `key.sub=value` sets one entry of a mapping field."""
+    data = dict(data)
+    for item in sets:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected key=value, e.g. --set iters=1000")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"--set {item!r}: the value is not valid YAML: {exc}") from None
+        top, _, sub = key.partition(".")
+        if top not in FIELDS:
+            raise _unknown(top, f"--set {item}")
+        if sub:
+            if typing.get_type_hints(TrainConfig)[top] is not dict:
+                raise ValueError(f"--set {item}: {top} is not a mapping, so {key!r} has no sub-key")
+            data[top] = {**(data.get(top) or {}), sub: value}
+        else:
+            data[top] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, flags: dict | None = None, sets: list[str] = ()) -> TrainConfig:
+    """Defaults < YAML file at `path` < `flags` (field -> value, None = not given) < `--set` items."""
+    data = read_yaml(path) if path is not None else {}
+    for key, value in (flags or {}).items():
+        if key not in FIELDS:
+            raise _unknown(key, "flags")
+        if value is not None:
+            data[key] = value
+    data = apply_sets(data, list(sets))
+    try:
+        return TrainConfig(**data)
+    except ValueError as exc:
+        raise ValueError(f"{path or 'config'}: {exc}") from None
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Write `config` as YAML, atomically."""
+    from .checkpoint import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(config.to_dict(), sort_keys=False))

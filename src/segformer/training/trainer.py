@@ -1,0 +1,318 @@
+"""The training loop: AMP, gradient accumulation, clipping, periodic evaluation, exact resume, DDP.
+
+Run directory (`config.out`): `config.yaml` (the resolved config), `log.jsonl` (one JSON object per logged
+iteration or evaluation), `checkpoints/iter_NNNNNNN.pt`, and at the end `final/` (loadable by
+`segformer.load_model`), `metrics.json` and `plots/`. Only rank 0 writes. Under torchrun every process trains
+on its share of each global batch (`config.batch_size` = processes x accumulation steps x per-process batch).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+from torch import nn
+from tqdm import tqdm
+
+from ..evaluation import evaluate
+from ..models.segmentor import SegFormer, SegFormerConfig
+from ..models.setr import SETR, SETRConfig
+from . import distributed as ddp
+from .checkpoint import (
+    atomic_write_text,
+    find_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from .config import TrainConfig, save_config
+from .data import default_scale, open_datasets, train_loader
+from .losses import SegmentationLoss
+from .optim import build_optimizer, build_schedule
+from .plots import read_log_records, save_plots
+from .pretrained import build_model
+
+log = logging.getLogger(__name__)
+
+RUN_FILES = ("config.yaml", "log.jsonl", "checkpoints", "final", "metrics.json")
+# Fields that do not change what is computed: they may differ between a run and its resumption.
+RESUME_FREE = {"out", "num_workers", "progress", "log_interval", "eval_interval", "checkpoint_interval",
+               "keep_checkpoints", "device", "data"}
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; training stopped before the bad step and wrote no checkpoint."""
+
+
+def resolve_config(config: TrainConfig, train_set) -> TrainConfig:
+    """`config` with what the data decides filled in: class count, resize scale, slide window."""
+    scale = config.scale or default_scale(train_set, config.crop_size)
+    crop = config.eval_crop or config.crop_size
+    stride = config.eval_stride or (tuple(max(1, 2 * c // 3) for c in crop) if config.eval_mode == "slide" else None)
+    return dataclasses.replace(config, num_classes=train_set.num_classes, scale=scale,
+                               eval_crop=crop if config.eval_mode == "slide" else config.eval_crop,
+                               eval_stride=stride)
+
+
+def model_from_config(data: dict) -> nn.Module:
+    """A freshly built SegFormer or SETR from its `config.to_dict()`."""
+    if data.get("architecture") == "setr":
+        return SETR(SETRConfig.from_dict(data))
+    return SegFormer(SegFormerConfig.from_dict(data))
+
+
+def _clean(value):
+    """JSON has no NaN: classes never seen (0 / 0) become null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return [_clean(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+class Trainer:
+    """One run of `config`. `model`, `train_set`, `val_set` replace what the config would build (any model
+    returning logits works; SegFormer / SETR also get `final/` in the `save_pretrained` layout)."""
+
+    def __init__(self, config: TrainConfig, *, resume: str | Path | None = None, model: nn.Module | None = None,
+                 train_set=None, val_set=None):
+        if config.out is None:
+            raise ValueError("out: no run directory given; set `out:` in the config or pass --out DIR")
+        self.run_dir = Path(config.out)
+        self.dist = ddp.init_distributed(config.device)
+        taken = [name for name in RUN_FILES if (self.run_dir / name).exists()]
+        if resume is None and taken:
+            raise FileExistsError(f"run directory {self.run_dir} already holds a run ({', '.join(taken)}); pass "
+                                  f"--resume to continue it, or choose another --out")
+        if train_set is None or val_set is None:
+            opened = open_datasets(config)
+            train_set, val_set = train_set or opened[0], val_set or opened[1]
+        self.config = config = resolve_config(config, train_set)
+        self.train_set, self.val_set = train_set, val_set
+        self.device, world = self.dist.device, self.dist.world_size
+        if config.amp == "fp16" and self.device.type != "cuda":
+            raise ValueError("amp: fp16 needs a CUDA device (it trains with a gradient scaler); use amp: bf16 on CPU")
+        if config.batch_size % (world * config.grad_accum):
+            raise ValueError(f"batch_size {config.batch_size} does not split into {world} process(es) x "
+                             f"{config.grad_accum} accumulation step(s)")
+        self.micro_batch = config.batch_size // (world * config.grad_accum)
+
+        self.checkpoint = None
+        if resume is not None:
+            path = find_checkpoint(resume, self.run_dir)
+            self.checkpoint = load_checkpoint(path)
+            self._check_resumed_config(path)
+        torch.manual_seed(config.seed)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        if model is None:
+            saved = (self.checkpoint or {}).get("model_config")
+            model = model_from_config(saved) if saved else build_model(config)
+        if isinstance(getattr(model, "config", None), (SegFormerConfig, SETRConfig)):
+            if model.config.num_classes != train_set.num_classes:
+                raise ValueError(f"the model predicts {model.config.num_classes} classes but the training data has "
+                                 f"{train_set.num_classes}")
+            model.config = dataclasses.replace(model.config, class_names=list(train_set.class_names))
+        self.core = model.to(self.device)
+        if world > 1:
+            self.core = ddp.convert_sync_batchnorm(self.core, self.device)
+            self.model = nn.parallel.DistributedDataParallel(
+                self.core, device_ids=[self.device] if self.device.type == "cuda" else None)
+        else:
+            self.model = self.core
+        self.optimizer = build_optimizer(self.core, config)
+        self.schedule = build_schedule(self.optimizer, config)
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
+        self.loss_fn = SegmentationLoss(train_set.ignore_index, config.class_weights)
+        self.start = 0
+        if self.checkpoint is not None:
+            self._restore(self.checkpoint)
+        else:
+            torch.manual_seed(config.seed + self.dist.rank)  # training randomness (dropout, drop-path) per rank
+        self.loader = train_loader(train_set, config, self.micro_batch, self.dist.rank, world,
+                                   start=self.start * config.grad_accum, pin_memory=self.device.type == "cuda")
+        ddp.barrier()  # every process has checked the run directory before rank 0 writes to it
+
+    # ---------------------------------------------------------------- resume
+    def _check_resumed_config(self, path: Path) -> None:
+        saved = self.checkpoint["config"]
+        now = self.config.to_dict()
+        changed = sorted(k for k in now if k not in RESUME_FREE and saved.get(k) != now[k])
+        if changed:
+            log.warning("resuming %s with a different config (%s): the run will not repeat the original exactly",
+                        path, ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed))
+
+    def _restore(self, state: dict) -> None:
+        self.core.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.start = int(state["iteration"])
+        states = state.get("rng") or []
+        if len(states) == self.dist.world_size and state.get("micro_batch") == self.micro_batch:
+            set_rng_state(states[self.dist.rank])
+        else:
+            log.warning("resuming with %d process(es) x batch %d instead of %d x %s: the data order and random "
+                        "draws after iteration %d differ from the original run", self.dist.world_size,
+                        self.micro_batch, len(states), state.get("micro_batch"), self.start)
+            torch.manual_seed(self.config.seed + self.dist.rank + self.start)
+
+    # ---------------------------------------------------------------- files (rank 0)
+    def _prepare_run_dir(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(self.config, self.run_dir / "config.yaml")
+        log_path = self.run_dir / "log.jsonl"
+        if self.start and log_path.exists():  # drop what the interrupted run logged after its checkpoint
+            records = read_log_records(log_path)
+            atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in records if r["iter"] <= self.start))
+        elif not self.start:
+            atomic_write_text(log_path, "")
+
+    def _log(self, record: dict) -> None:
+        if self.dist.is_main:
+            with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _save(self, iteration: int) -> None:
+        rng = ddp.gather_objects(rng_state())  # a collective: every rank takes part
+        if not self.dist.is_main:
+            return
+        state = {"iteration": iteration, "model": self.core.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scaler": self.scaler.state_dict(), "micro_batch": self.micro_batch, "rng": rng,
+                 "config": self.config.to_dict()}
+        if isinstance(getattr(self.core, "config", None), (SegFormerConfig, SETRConfig)):
+            state["model_config"] = self.core.config.to_dict()
+        path = save_checkpoint(self.run_dir, iteration, state, keep=self.config.keep_checkpoints)
+        log.info("iteration %d: checkpoint %s", iteration, path)
+
+    # ---------------------------------------------------------------- evaluation
+    def evaluate(self) -> dict:
+        """Score the model on the validation split; the training RNG is left untouched."""
+        c = self.config
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            return evaluate(self.core, self.val_set, scale=c.scale, mode=c.eval_mode, crop_size=c.eval_crop,
+                            stride=c.eval_stride, num_workers=c.num_workers, progress=c.progress and self.dist.is_main)
+
+    # ---------------------------------------------------------------- training
+    def _step(self, iteration: int, batches) -> tuple[float, float | None]:
+        """One optimiser step over `grad_accum` micro-batches; returns (mean loss over ranks, grad norm)."""
+        c, accum = self.config, self.config.grad_accum
+        autocast = (torch.autocast(self.device.type, dtype=AMP_DTYPES[c.amp]) if c.amp != "none"
+                    else contextlib.nullcontext())
+        self.optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for micro in range(accum):
+            images, labels = next(batches)
+            images = images.to(self.device, non_blocking=True)
+            labels = labels.to(self.device, non_blocking=True)
+            last = micro == accum - 1
+            sync = self.model.no_sync() if self.model is not self.core and not last else contextlib.nullcontext()
+            with sync:
+                with autocast:
+                    loss = self.loss_fn(self.model, images, labels)
+                value = float(ddp.all_reduce_sum(loss.detach().float().reshape(1))) / self.dist.world_size
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(self._nan_message(iteration, value))
+                self.scaler.scale(loss / accum).backward()
+            total += value / accum
+        grad_norm = None
+        if c.clip_grad is not None:
+            self.scaler.unscale_(self.optimizer)
+            grad_norm = float(nn.utils.clip_grad_norm_(self.core.parameters(), c.clip_grad))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return total, grad_norm
+
+    def _nan_message(self, iteration: int, value: float) -> str:
+        found = list_checkpoints(self.run_dir)
+        last = (f"the last checkpoint, {found[-1][1]} (iteration {found[-1][0]}), is intact: fix the cause and "
+                f"--resume from it" if found else "no checkpoint was written yet")
+        return (f"loss is {value} at iteration {iteration} of {self.config.iters}; training stopped before that "
+                f"step (no checkpoint written for it), {last}. Lower lr, set clip_grad, use amp: none, or check the "
+                f"data")
+
+    def fit(self) -> dict:
+        """Train from the start (or the resumed iteration) to `config.iters`; returns the final metrics."""
+        c, main = self.config, self.dist.is_main
+        if main:
+            self._prepare_run_dir()
+        ddp.barrier()
+        batches = iter(self.loader)
+        bar = tqdm(total=c.iters, initial=self.start, disable=not (main and c.progress), unit="it",
+                   dynamic_ncols=True, desc="train")
+        losses, norms, busy = [], [], 0.0
+        self.model.train()
+        try:
+            for it in range(self.start + 1, c.iters + 1):  # `it` counts completed steps, from 1
+                lr = self.schedule.set(it - 1)
+                tick = time.perf_counter()
+                loss, grad_norm = self._step(it, batches)
+                busy += time.perf_counter() - tick  # data + step, without evaluations and checkpoints
+                losses.append(loss)
+                if grad_norm is not None:
+                    norms.append(grad_norm)
+                bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+                bar.update(1)
+                if it % c.log_interval == 0 or it == c.iters:
+                    record = {"iter": it, "loss": sum(losses) / len(losses), "lr": lr,
+                              "sec_per_iter": busy / len(losses)}
+                    if norms:
+                        record["grad_norm"] = sum(norms) / len(norms)
+                    self._log(record)
+                    losses, norms, busy = [], [], 0.0
+                if c.eval_interval and it % c.eval_interval == 0 and it < c.iters:
+                    self._log_eval(it, self.evaluate())
+                    self.model.train()
+                if it % c.checkpoint_interval == 0:
+                    self._save(it)
+        finally:
+            bar.close()
+        metrics = self.evaluate()
+        self._log_eval(c.iters, metrics)
+        if main:
+            self._write_results(metrics)
+        ddp.barrier()
+        return metrics
+
+    def _log_eval(self, iteration: int, metrics: dict) -> None:
+        summary = {k: metrics[k] for k in ("aAcc", "mIoU", "mAcc")}
+        self._log({"iter": iteration, **{k: _clean(v) for k, v in summary.items()}})
+        if self.dist.is_main:
+            log.info("iteration %d: aAcc %.2f  mIoU %.2f  mAcc %.2f", iteration, *summary.values())
+
+    def _write_results(self, metrics: dict) -> None:
+        names = metrics["classes"]
+        payload = {"iteration": self.config.iters, "aAcc": _clean(metrics["aAcc"]), "mIoU": _clean(metrics["mIoU"]),
+                   "mAcc": _clean(metrics["mAcc"]), "IoU": dict(zip(names, _clean(metrics["IoU"]), strict=True)),
+                   "Acc": dict(zip(names, _clean(metrics["Acc"]), strict=True)), "num_images": metrics["num_images"]}
+        atomic_write_text(self.run_dir / "metrics.json", json.dumps(payload, indent=2) + "\n")
+        final = self.run_dir / "final"
+        if hasattr(self.core, "save_pretrained"):
+            self.core.save_pretrained(final, overwrite=True)
+        else:  # any other model: its weights alone
+            final.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.detach().contiguous().cpu() for k, v in self.core.state_dict().items()},
+                      str(final / "model.safetensors"))
+        save_plots(self.run_dir)
+
+
+def train(config: TrainConfig, *, resume: str | Path | None = None, model: nn.Module | None = None,
+          train_set=None, val_set=None) -> dict:
+    """Run `config` (see `Trainer`); returns the final validation metrics (`evaluation.IoUMetric.compute`).
+    Leaves the process group on the way out if this call joined it."""
+    joined = not ddp.is_initialized()
+    try:
+        return Trainer(config, resume=resume, model=model, train_set=train_set, val_set=val_set).fit()
+    finally:
+        if joined:
+            ddp.destroy()
