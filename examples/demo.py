@@ -77,7 +77,7 @@ def write_overlays(model, data: Path, out: Path, scale: tuple[int, int], count: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
-    parser.add_argument("--iters", type=int, default=1800, help="training iterations (default 1800)")
+    parser.add_argument("--iters", type=int, default=2400, help="training iterations (default 2400)")
     parser.add_argument("--batch-size", type=int, default=8, help="batch size (default 8)")
     parser.add_argument("--train-images", type=int, default=2000, help="synthetic training images (default 2000)")
     parser.add_argument("--val-images", type=int, default=50, help="synthetic validation images (default 50)")

@@ -238,16 +238,16 @@ def test_setr_with_auxiliary_heads_trains(synth, tmp_path):
 
 
 def test_segformer_b0_learns_the_synthetic_set_from_scratch(tmp_path):
-    """The demo's recipe at half its resolution and an eighth of its steps (~15 s): full-size B0 from random
-    weights, 240 steps of batch 8 on 48-64 px synthetic images (measured: mIoU 18.6). Predicting background
-    everywhere scores mIoU ~12 (its IoU / 6 classes); uniform guessing less. The demo trains longer."""
-    data = write_synthetic(tmp_path / "data", num_train=160, num_val=24, min_size=48, max_size=64)
+    """The demo's recipe at 60-80 px and 1000 steps (~70 s on 2 cores): full-size B0 from random weights, batch
+    8 (measured: mIoU 71.9). Predicting background everywhere scores mIoU ~11 (its IoU / 6 classes), and
+    colour alone cannot separate disc/ring or square/triangle (test_synthetic.py)."""
+    data = write_synthetic(tmp_path / "data", num_train=400, num_val=24, min_size=60, max_size=80)
     config = TrainConfig(model="segformer-b0", model_args={"drop_path_rate": 0.0, "decoder_dropout": 0.0},
-                         data=str(data), crop_size=(48, 48), scale=(64, 48), ratio_range=(1.0, 1.0),
-                         photometric=False, batch_size=8, iters=240, lr=6e-4, head_lr_mult=10.0, warmup_iters=20,
-                         eval_interval=0, checkpoint_interval=1000, log_interval=40, num_workers=0, progress=False,
+                         data=str(data), crop_size=(60, 60), scale=(80, 60), ratio_range=(1.0, 1.0),
+                         photometric=False, batch_size=8, iters=1000, lr=6e-4, head_lr_mult=10.0, warmup_iters=20,
+                         eval_interval=0, checkpoint_interval=1000, log_interval=100, num_workers=0, progress=False,
                          out=str(tmp_path / "run"))
     metrics = train(config)
     losses = [r["loss"] for r in records(tmp_path / "run") if "loss" in r]
-    assert losses[-1] < 0.6 * losses[0]
-    assert metrics["mIoU"] >= 15
+    assert losses[-1] < 0.5 * losses[0]
+    assert metrics["mIoU"] >= 60

@@ -1,13 +1,15 @@
 """A small synthetic segmentation set in the folder layout, for demos and tests.
 
-Shapes (disc, square, triangle, ring) and a striped texture on a shaded, noisy background. Every colour
-is drawn from the same distribution for every class, so colour alone cannot tell classes apart: a model
-must use shape and texture. Images vary in size; some hold an ignore (255) patch of pure noise.
-Deterministic: sample i of a split depends only on (seed, split, i).
+Shapes (disc, square, triangle, ring) and a striped texture on a shaded, noisy, desaturated background.
+Like real scenes, colour is a clue but not the answer: classes come in colour families that pairs of them
+share (disc and ring are warm, square and triangle blue-green, stripes purple on grey), so telling a disc
+from a ring or a square from a triangle takes shape. Images vary in size; some hold an ignore (255) patch
+of pure noise. Deterministic: sample i of a split depends only on (seed, split, i).
 """
 
 from __future__ import annotations
 
+import colorsys
 import os
 import shutil
 import tempfile
@@ -19,14 +21,19 @@ from PIL import Image, ImageDraw
 SYNTHETIC_CLASSES = ("background", "disc", "square", "triangle", "ring", "stripes")
 SPLITS = ("train", "val")
 _LAYOUT = {"images", "masks", "classes.txt"}
+# Hue (0-1) at the centre of each object class's colour family; pairs share one on purpose.
+_FAMILY_HUE = {1: 0.02, 2: 0.45, 3: 0.45, 4: 0.02, 5: 0.78}
 
 
-def _colour(rng: np.random.Generator, away_from: np.ndarray | None = None) -> np.ndarray:
-    """A colour in [30, 225]^3, at least 80 away (L2) from `away_from` so objects stay visible."""
-    while True:
-        c = rng.uniform(30, 225, size=3)
-        if away_from is None or np.linalg.norm(c - away_from) > 80:
-            return c
+def _family_colour(rng: np.random.Generator, hue: float) -> np.ndarray:
+    """A saturated RGB colour within +-0.06 of `hue`, of random saturation and brightness."""
+    h = (hue + rng.uniform(-0.06, 0.06)) % 1.0
+    return np.array(colorsys.hsv_to_rgb(h, rng.uniform(0.55, 1.0), rng.uniform(0.5, 0.95))) * 255
+
+
+def _grey(rng: np.random.Generator) -> np.ndarray:
+    """A desaturated RGB colour (saturation <= 0.25) of any hue and brightness: backgrounds, stripe gaps."""
+    return np.array(colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 0.25), rng.uniform(0.25, 0.85))) * 255
 
 
 def _polygon(cx: float, cy: float, r: float, sides: int, angle: float) -> list[tuple[float, float]]:
@@ -62,21 +69,19 @@ def generate_sample(rng: np.random.Generator, min_size: int = 64,
     """One (RGB uint8 (H, W, 3), uint8 label (H, W)) pair; labels index SYNTHETIC_CLASSES, 255 = ignore."""
     h, w = (int(v) for v in rng.integers(min_size, max_size + 1, size=2))
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    bg = _colour(rng)
     theta = rng.uniform(0, 2 * np.pi)
-    ramp = (np.cos(theta) * xx / w + np.sin(theta) * yy / h - 0.5) * rng.uniform(-60, 60)
-    image = bg[None, None, :] + ramp[..., None] + rng.normal(0, 8, size=(h, w, 3))
+    ramp = (np.cos(theta) * xx / w + np.sin(theta) * yy / h - 0.5) * rng.uniform(-40, 40)
+    image = _grey(rng)[None, None, :] + ramp[..., None] + rng.normal(0, 8, size=(h, w, 3))
     label = np.zeros((h, w), np.uint8)
-    for _ in range(int(rng.integers(2, 6))):
+    for _ in range(int(rng.integers(2, 5))):
         kind = int(rng.integers(1, len(SYNTHETIC_CLASSES)))
         mask = _shape_mask(kind, h, w, rng)
-        colour = _colour(rng, away_from=bg)
-        fill = colour[None, None, :] + rng.normal(0, 6, size=(h, w, 3))
+        fill = _family_colour(rng, _FAMILY_HUE[kind])[None, None, :] + rng.normal(0, 6, size=(h, w, 3))
         if kind == 5:
             period = rng.uniform(5, 9)
             phi = rng.uniform(0, np.pi)
             stripe = np.sin(2 * np.pi * (np.cos(phi) * xx + np.sin(phi) * yy) / period) > 0
-            fill = np.where(stripe[..., None], fill, _colour(rng, away_from=colour)[None, None, :])
+            fill = np.where(stripe[..., None], fill, _grey(rng)[None, None, :])
         image[mask] = fill[mask]
         label[mask] = kind
     if rng.random() < 0.35:  # an unlabelled patch of noise
