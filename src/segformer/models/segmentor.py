@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .decoders import ClassificationHead, MLPDecoder, MMSegMLPDecoder, init_decoder
+from .loss import segmentation_loss
 from .mit import MiTConfig, MixTransformer
 from .token_merging import (
     TokenMergingConfig,
@@ -139,9 +140,3 @@ def build_head(config: SegFormerConfig) -> nn.Module:
     init_decoder(head)
     return head
 
-
-def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255) -> torch.Tensor:
-    """Cross-entropy on logits upsampled bilinearly to the label size, as HF and mmseg do."""
-    if logits.shape[-2:] != labels.shape[-2:]:
-        logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits.float(), labels.long(), ignore_index=ignore_index)

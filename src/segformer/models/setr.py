@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .segmentor import segmentation_loss
+from .loss import segmentation_loss
 from .setr_decoders import FCNHead, MLANeck, SETRMLAHead, SETRUPHead
 from .vit import VisionTransformer, ViTConfig
 

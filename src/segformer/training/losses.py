@@ -12,17 +12,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from ..models import segmentation_loss
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255,
                   class_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of (B, K, h, w) logits, resized bilinearly to the (B, H, W) labels, in float32."""
-    if logits.shape[-2:] != labels.shape[-2:]:
-        logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
-    weight = class_weight.to(logits.device, torch.float32) if class_weight is not None else None
-    return F.cross_entropy(logits.float(), labels.long(), weight=weight, ignore_index=ignore_index)
+    return segmentation_loss(logits, labels, ignore_index, class_weight)
 
 
 def unwrap(model: nn.Module) -> nn.Module:

@@ -1,0 +1,62 @@
+"""The segmentation loss: cross-entropy on logits upsampled bilinearly to the label size, as HF and mmseg.
+
+The same numbers as `F.cross_entropy(F.interpolate(logits, size), labels, weight, ignore_index)`, computed
+in a layout that is twice as fast on CPU, where this loss is most of a small model's training step (B0,
+batch 8, 256x256, 150 classes: the upsampled logits are 79M floats that log-softmax, its backward and the
+upsampling's backward each stream through memory):
+- the logits are upsampled channels-last, so each pixel's K scores are contiguous and log-softmax runs
+  along the innermost dimension (PyTorch's softmax over dim 1 of an NCHW map is strided and slow);
+- the backward is written by hand, because it is the closed form (softmax - one_hot) x weight / total in
+  two passes over the upsampled map, where autograd's log-softmax + NLL backward takes four.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch.autograd.function import once_differentiable
+
+
+class _PixelCrossEntropy(torch.autograd.Function):
+    """Weighted mean cross-entropy of (P, K) float32 scores against (P,) targets, ignoring `ignore_index`."""
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, target: torch.Tensor, ignore_index: int,
+                class_weight: torch.Tensor | None) -> torch.Tensor:
+        log_probs = torch.log_softmax(scores, dim=-1)
+        valid = target != ignore_index
+        index = target.masked_fill(~valid, 0).unsqueeze(1)
+        weight = valid.to(scores.dtype) if class_weight is None else class_weight[index.squeeze(1)] * valid
+        total = weight.sum()
+        loss = -(log_probs.gather(1, index).squeeze(1) * weight).sum() / total
+        ctx.save_for_backward(log_probs, index, weight, total)
+        return loss
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss: torch.Tensor):
+        log_probs, index, weight, total = ctx.saved_tensors
+        scale = (weight * (grad_loss / total)).unsqueeze(1)
+        grad = torch.exp(log_probs).mul_(scale)  # softmax x scale, then minus scale at the target
+        grad.scatter_add_(1, index, -scale)
+        return grad, None, None, None
+
+
+def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255,
+                      class_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean cross-entropy of (B, K, h, w) logits, resized bilinearly to the (B, H, W) labels, in float32.
+
+    Like `F.cross_entropy`, the mean is over labelled pixels, weighted by `class_weight` (K,) if given;
+    an all-ignored batch gives NaN, as there.
+    """
+    if labels.dim() != 3 or logits.dim() != 4 or logits.shape[0] != labels.shape[0]:
+        raise ValueError(f"need logits (B, K, h, w) and labels (B, H, W), got {tuple(logits.shape)} and "
+                         f"{tuple(labels.shape)}")
+    num_classes = logits.shape[1]
+    logits = logits.float().contiguous(memory_format=torch.channels_last)
+    if logits.shape[-2:] != labels.shape[-2:]:
+        logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+    scores = logits.permute(0, 2, 3, 1).reshape(-1, num_classes)  # a view when channels-last
+    if class_weight is not None:
+        class_weight = class_weight.to(scores.device, torch.float32)
+    return _PixelCrossEntropy.apply(scores, labels.reshape(-1).long(), ignore_index, class_weight)
