@@ -5,6 +5,8 @@ linear and bilinear upsampling mixes pixels with weights that sum to one, so the
 `fuse(concat_i(up(p_i))) == sum_i up(W_i p_i)` with `W_i` the slice of `fuse` seen by stage i.
 We apply `W_i` at the stage's own (low) resolution and upsample D channels instead of the 4D-wide
 concat at 1/4 scale: the same function, several times fewer operations and far less memory.
+In eval mode the fuse BatchNorm is an affine map, folded into the per-stage weights; the biases are
+per-channel constants, which bilinear upsampling keeps, so their sum is added once, on the smallest map.
 """
 
 from __future__ import annotations
@@ -18,6 +20,12 @@ def _linear_nchw(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | Non
     """1x1 conv as one GEMM over an NHWC view; returns a channels-last NCHW view."""
     y = F.linear(x.permute(0, 2, 3, 1), weight, bias)
     return y.permute(0, 3, 1, 2)
+
+
+def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval-mode BatchNorm as y = x * scale + shift."""
+    scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+    return scale, bn.bias - bn.running_mean * scale
 
 
 def _upsample_sum(parts: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
@@ -47,15 +55,22 @@ class MLPDecoder(nn.Module):
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         dim = self.bn.num_features
         fuse = self.linear_fuse.weight.view(dim, len(features), dim)
+        fold_bn = not self.training and self.bn.track_running_stats
+        if fold_bn:
+            scale, shift = _bn_affine(self.bn)
+            fuse = fuse * scale[:, None, None]
+            total_bias = shift + sum(fuse[:, i] @ linear.bias for i, linear in enumerate(self.linear_c))
         parts = []
         for i, (x, linear) in enumerate(zip(features, self.linear_c)):
             w = fuse[:, i]
+            b = (total_bias if i == len(features) - 1 else None) if fold_bn else w @ linear.bias
             tokens = x.shape[-2] * x.shape[-1]
             if x.shape[1] < tokens:  # fold W_i into the projection: one GEMM C_i -> D
-                parts.append(_linear_nchw(x, w @ linear.weight, w @ linear.bias))
+                parts.append(_linear_nchw(x, w @ linear.weight, b))
             else:  # tiny maps with wide channels: two small GEMMs are cheaper than folding
-                parts.append(_linear_nchw(_linear_nchw(x, linear.weight, linear.bias), w, None))
-        x = F.relu(self.bn(_upsample_sum(parts, features[0].shape[-2:])))
+                parts.append(_linear_nchw(_linear_nchw(x, linear.weight, None), w, b))
+        x = _upsample_sum(parts, features[0].shape[-2:])
+        x = F.relu(x if fold_bn else self.bn(x))
         return self.classifier(self.dropout(x))
 
 
