@@ -1,0 +1,96 @@
+"""`segformer eval`: score a model on a dataset (mmseg metrics)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import _hw
+
+
+def _add_eval(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="score a model on a dataset: aAcc, mIoU, mAcc and per-class IoU/Acc (as mmseg)")
+    p.add_argument("--model", required=True, help="hub id, zoo preset, HF directory or checkpoint file")
+    p.add_argument("--data", required=True, help="dataset root: ADE20K, Cityscapes or folder layout (detected)")
+    p.add_argument("--split", default="val", help="split to score (default val)")
+    p.add_argument("--mode", choices=["whole", "slide"], default="whole", help="inference mode (default whole)")
+    p.add_argument("--crop", type=int, nargs="+", metavar="N", help="slide window size: H W, or one int")
+    p.add_argument("--stride", type=int, nargs="+", metavar="N", help="slide window stride: H W, or one int")
+    p.add_argument("--scale", type=int, nargs=2, metavar=("LONG", "SHORT"),
+                   help="keep-ratio resize bound before inference (default: the dataset's recipe, e.g. "
+                        "2048 512 for ADE20K, 2048 1024 for Cityscapes; none for a folder)")
+    p.add_argument("--scales", type=float, nargs="+", help="multi-scale test ratios, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
+    p.add_argument("--flip", action="store_true", help="add horizontally flipped runs (test-time augmentation)")
+    p.add_argument("--token-merging", help="SegFormer++ strategy: hq, fast, 2x2, downsample, or a YAML file")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="autocast dtype")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
+    p.add_argument("--num-workers", type=int, default=2, help="data loading workers (default 2)")
+    p.add_argument("--json", metavar="OUT", help="write the metrics (and the settings) to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    import json
+    import math
+    import os
+    import tempfile
+    from pathlib import Path
+
+    import torch
+
+    from .. import load_model
+    from ..data.datasets import open_dataset
+    from ..evaluation import evaluate
+
+    crop, stride = _hw(args.crop, "--crop"), _hw(args.stride, "--stride")
+    if args.mode == "slide" and (crop is None or stride is None):
+        raise ValueError("--mode slide needs --crop and --stride")
+    out = Path(args.json) if args.json else None
+    if out is not None and out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    overrides = {"token_merging": args.token_merging} if args.token_merging else {}
+    model = load_model(args.model, **overrides)
+    num_classes = getattr(getattr(model, "config", None), "num_classes", None)
+    dataset = open_dataset(args.data, args.split, num_classes=num_classes)
+    if num_classes is not None and num_classes != dataset.num_classes:
+        raise ValueError(f"model {args.model} predicts {num_classes} classes but dataset {args.data} has "
+                         f"{dataset.num_classes}")
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    result = evaluate(model, dataset, scale=tuple(args.scale) if args.scale else None, mode=args.mode,
+                      crop_size=crop, stride=stride, scales=args.scales, flip=args.flip, dtype=args.dtype,
+                      num_workers=args.num_workers)
+
+    def fmt(v: float) -> str:
+        return "   nan" if math.isnan(v) else f"{v:6.2f}"
+
+    width = max(len(n) for n in result["classes"])
+    print(f"{'class':{width}s}    IoU    Acc")
+    for name, iou, acc in zip(result["classes"], result["IoU"], result["Acc"], strict=True):
+        print(f"{name:{width}s} {fmt(iou)} {fmt(acc)}")
+    print(f"{dataset.kind} {args.split}, {result['num_images']} images: aAcc {fmt(result['aAcc']).strip()}  "
+          f"mIoU {fmt(result['mIoU']).strip()}  mAcc {fmt(result['mAcc']).strip()}")
+    if out is not None:
+        settings = {"model": args.model, "data": str(args.data), "dataset": dataset.kind, "split": args.split,
+                    "mode": args.mode, "crop_size": crop, "stride": stride,
+                    "scale": list(args.scale) if args.scale else dataset.scale, "scales": args.scales,
+                    "flip": args.flip, "token_merging": args.token_merging, "dtype": args.dtype}
+
+        def clean(v):  # JSON has no NaN: classes with 0 / 0 become null
+            if isinstance(v, float) and math.isnan(v):
+                return None
+            return [clean(x) for x in v] if isinstance(v, (list, tuple)) else v
+
+        payload = {**{k: clean(v) for k, v in result.items()}, "settings": settings}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(payload, f, indent=2)
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, out)
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        print(f"wrote {out}")
+    return 0

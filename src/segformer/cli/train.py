@@ -1,0 +1,64 @@
+"""`segformer train`: train a model from a recipe, flags and overrides."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .common import _hw
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "train", help="train a model: the papers' recipes (configs/*.yaml), AMP, exact --resume, DDP via torchrun",
+        description="Train from a recipe YAML (see configs/), plain flags and --set key=value overrides (later wins). "
+                    "The run directory (--out) gets config.yaml, log.jsonl, checkpoints/, final/ (loadable by "
+                    "segformer.load_model), metrics.json and plots/. Multi-GPU or multi-process CPU: "
+                    "`torchrun --nproc-per-node N $(which segformer) train ...`; --batch-size is the global batch.")
+    p.add_argument("config", nargs="?", help="recipe YAML (flat TrainConfig fields); optional")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config field (value parsed as YAML), e.g. --set amp=bf16 --set "
+                        "model_args.drop_path_rate=0; repeatable")
+    p.add_argument("--model", help="zoo name, e.g. segformer-b0, setr-pup (see `segformer models`)")
+    p.add_argument("--data", help="dataset root: ADE20K, Cityscapes or folder layout (detected)")
+    p.add_argument("--num-classes", type=int, help="class count (default: the dataset's, e.g. from classes.txt)")
+    p.add_argument("--crop", type=int, nargs="+", metavar="N", help="training crop: H W, or one int")
+    p.add_argument("--batch-size", type=int, help="global batch size (all processes and accumulation steps)")
+    p.add_argument("--iters", type=int, help="training iterations")
+    p.add_argument("--lr", type=float, help="base learning rate (heads train at head_lr_mult x this)")
+    p.add_argument("--out", help="run directory")
+    p.add_argument("--pretrained", metavar="SOURCE", help="encoder or full checkpoint: hub id, directory or file")
+    p.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
+                   help="continue exactly from the newest checkpoint in --out (or from CHECKPOINT)")
+    p.set_defaults(func=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    import logging
+    import os
+
+    from tqdm import tqdm
+
+    from ..training import load_config, train
+
+    class TqdmHandler(logging.Handler):  # log lines above the progress bar instead of through it
+        def emit(self, record: logging.LogRecord) -> None:
+            tqdm.write(self.format(record), file=sys.stderr)
+
+    main_rank = int(os.environ.get("RANK", 0)) == 0
+    handler = TqdmHandler()
+    handler.setFormatter(logging.Formatter("segformer train: %(message)s"))
+    logger = logging.getLogger("segformer")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO if main_rank else logging.WARNING)
+    crop = _hw(args.crop, "--crop")
+    flags = {"model": args.model, "data": args.data, "num_classes": args.num_classes,
+             "crop_size": list(crop) if crop else None, "batch_size": args.batch_size, "iters": args.iters,
+             "lr": args.lr, "out": args.out, "pretrained": args.pretrained}
+    config = load_config(args.config, flags, args.sets)
+    metrics = train(config, resume=args.resume)
+    if main_rank:
+        print(f"segformer train: {config.iters} iterations; validation aAcc {metrics['aAcc']:.2f}  mIoU "
+              f"{metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}; run directory {config.out} (final model in "
+              f"{os.path.join(config.out, 'final')})")
+    return 0
