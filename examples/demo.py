@@ -25,6 +25,7 @@ import segformer
 from segformer.data.datasets import open_dataset
 from segformer.data.synthetic import SYNTHETIC_CLASSES, write_synthetic
 from segformer.preprocess import ImageProcessor
+from segformer.runtime import retain_freed_memory
 from segformer.training import TrainConfig, train
 from segformer.visualize import render
 
@@ -89,6 +90,7 @@ def main() -> None:
     # One core per data worker, the rest for the model: oversubscribed cores make torch's threads wait on
     # each other (on 2 busy cores, 2 model threads + 1 worker ran several times slower than 1 + 1).
     torch.set_num_threads(max(1, (os.cpu_count() or 1) - args.workers))
+    retain_freed_memory()  # as the CLI does: big buffers are reused instead of page-faulted in every step
     start = time.perf_counter()
     out = Path(args.out)
     prepare(out)

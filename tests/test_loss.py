@@ -39,6 +39,11 @@ def test_upstream_gradient_scales_and_all_ignored_is_nan():
     (g1,) = torch.autograd.grad(segmentation_loss(logits, labels), logits)
     (g3,) = torch.autograd.grad(3.0 * segmentation_loss(logits, labels), logits)
     assert (g3 - 3 * g1).abs().max().item() <= 1e-6 * g3.abs().max().item()
+    confident = torch.zeros(1, 3, 4, 4)
+    confident[:, 0] = 200.0  # softmax of the target underflows to 0: its log-probability must stay exact
+    target = torch.ones(1, 4, 4, dtype=torch.long)
+    assert segmentation_loss(confident, target).item() == pytest.approx(_plain(confident, target).item(), rel=1e-6)
+    assert segmentation_loss(confident, target).item() == pytest.approx(200.0, rel=1e-6)
     ignored = torch.full((2, 20, 20), 255)
     assert torch.isnan(segmentation_loss(logits, ignored)) and torch.isnan(_plain(logits, ignored))
     with pytest.raises(ValueError, match=r"need logits \(B, K, h, w\) and labels \(B, H, W\), got \(2, 4, 5, 5\) and "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..runtime import configure_from_env
 from .bench import _add_bench
 from .convert import _add_convert
 from .evaluate import _add_eval
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_from_env()  # keep freed memory for reuse: large buffers are not page-faulted in every pass
     try:
         return args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as exc:

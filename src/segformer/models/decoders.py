@@ -29,9 +29,15 @@ def _bn_affine(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _upsample_sum(parts: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+    """parts[0] + sum of the others upsampled to `size`. Without autograd the sum accumulates in place into
+    parts[0] (a fresh map the caller owns): at 1/4 of a large input every new D-channel map costs a fresh
+    allocation's page faults. With autograd, in place on that (channels-last view) map would make backward
+    clone it per part, so the sum is out of place there."""
     out = parts[0]
+    in_place = not (torch.is_grad_enabled() and out.requires_grad)
     for part in parts[1:]:
-        out = out + F.interpolate(part, size=size, mode="bilinear", align_corners=False)
+        up = F.interpolate(part, size=size, mode="bilinear", align_corners=False)
+        out = out.add_(up) if in_place else out + up
     return out
 
 

@@ -6,8 +6,8 @@ batch 8, 256x256, 150 classes: the upsampled logits are 79M floats that log-soft
 upsampling's backward each stream through memory):
 - the logits are upsampled channels-last, so each pixel's K scores are contiguous and log-softmax runs
   along the innermost dimension (PyTorch's softmax over dim 1 of an NCHW map is strided and slow);
-- the backward is written by hand, because it is the closed form (softmax - one_hot) x weight / total in
-  two passes over the upsampled map, where autograd's log-softmax + NLL backward takes four.
+- forward keeps the softmax and backward is written by hand: the closed form (softmax - one_hot) x weight /
+  total is one pass over the upsampled map, where autograd's log-softmax + NLL backward takes four.
 """
 
 from __future__ import annotations
@@ -23,21 +23,27 @@ class _PixelCrossEntropy(torch.autograd.Function):
     @staticmethod
     def forward(ctx, scores: torch.Tensor, target: torch.Tensor, ignore_index: int,
                 class_weight: torch.Tensor | None) -> torch.Tensor:
-        log_probs = torch.log_softmax(scores, dim=-1)
+        probs = torch.softmax(scores, dim=-1)  # kept for backward: softmax - one_hot needs no second exp pass
         valid = target != ignore_index
         index = target.masked_fill(~valid, 0).unsqueeze(1)
         weight = valid.to(scores.dtype) if class_weight is None else class_weight[index.squeeze(1)] * valid
+        picked = probs.gather(1, index).squeeze(1)
+        log_picked = picked.log()
+        tiny = picked < 1e-30  # log(p) loses precision (or is -inf) there: take those rows' log-softmax exactly
+        if bool(tiny.any()):
+            rows = tiny.nonzero().squeeze(1)
+            log_picked[rows] = torch.log_softmax(scores[rows], dim=-1).gather(1, index[rows]).squeeze(1)
         total = weight.sum()
-        loss = -(log_probs.gather(1, index).squeeze(1) * weight).sum() / total
-        ctx.save_for_backward(log_probs, index, weight, total)
+        loss = -(log_picked * weight).sum() / total
+        ctx.save_for_backward(probs, index, weight, total)
         return loss
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_loss: torch.Tensor):
-        log_probs, index, weight, total = ctx.saved_tensors
+        probs, index, weight, total = ctx.saved_tensors
         scale = (weight * (grad_loss / total)).unsqueeze(1)
-        grad = torch.exp(log_probs).mul_(scale)  # softmax x scale, then minus scale at the target
+        grad = probs * scale  # softmax x scale, then minus scale at the target
         grad.scatter_add_(1, index, -scale)
         return grad, None, None, None
 

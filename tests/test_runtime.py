@@ -1,0 +1,36 @@
+"""retain_freed_memory(): freed large blocks stay in the process for reuse (Linux/glibc), and the env switch."""
+
+import subprocess
+import sys
+
+import pytest
+
+SCRIPT = """
+import sys, torch
+from segformer.runtime import configure_from_env
+
+def rss_mib():
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) // 1024 for line in f if line.startswith("VmRSS:"))
+
+enabled = configure_from_env()
+base = rss_mib()
+x = torch.ones(64 * 2**20 // 4)  # 64 MiB, touched
+del x
+print(enabled, rss_mib() - base)
+"""
+
+
+def _run(env_value):
+    env = {"PATH": "/usr/bin:/bin"} | ({"SEGFORMER_RETAIN_MEMORY": env_value} if env_value is not None else {})
+    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, check=True)
+    enabled, kept = out.stdout.split()
+    return enabled == "True", int(kept)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc tuning is Linux-only")
+def test_freed_blocks_are_kept_only_when_enabled():
+    enabled, kept = _run(None)
+    assert enabled and kept >= 60  # the freed 64 MiB stays mapped, ready for the next pass
+    enabled, kept = _run("0")
+    assert not enabled and kept < 8  # glibc's default: a 64 MiB block is an mmap, returned on free
