@@ -37,6 +37,9 @@ round-robin over the strategies; wall time and process CPU time):
 On a 2-core machine shared with other jobs, OpenMP's default spin-waiting makes 2-thread wall times
 swing by 2x and penalises code with more parallel regions (the merged models) most: measure with
 --threads 1 (compare process CPU time) or export OMP_WAIT_POLICY=PASSIVE for 2-thread runs.
+To time both as the `segformer` CLI runs (segformer.runtime.retain_freed_memory), prefix both commands with
+`env MALLOC_MMAP_THRESHOLD_=1073741824 MALLOC_TRIM_THRESHOLD_=2147483647` (the same glibc settings; the
+reference side must not import segformer).
 """
 
 from __future__ import annotations
