@@ -11,8 +11,9 @@ import torch
 
 from segformer import create_model
 from segformer.checkpoints import mmseg as mmseg_format
+from segformer.models import segmentation_loss as cross_entropy
 from segformer.training.config import TrainConfig
-from segformer.training.losses import SegmentationLoss, cross_entropy
+from segformer.training.losses import SegmentationLoss
 from segformer.training.optim import LRSchedule, build_optimizer, param_groups
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -17,12 +17,6 @@ from torch import nn
 from ..models import segmentation_loss
 
 
-def cross_entropy(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = 255,
-                  class_weight: torch.Tensor | None = None) -> torch.Tensor:
-    """Mean cross-entropy of (B, K, h, w) logits, resized bilinearly to the (B, H, W) labels, in float32."""
-    return segmentation_loss(logits, labels, ignore_index, class_weight)
-
-
 def unwrap(model: nn.Module) -> nn.Module:
     """The model inside a DistributedDataParallel (or similar `.module`) wrapper."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
@@ -49,8 +43,8 @@ class SegmentationLoss:
                              f"{num_classes} classes")
         if self.class_weight is None and hasattr(core, "loss"):
             return core.loss(logits, labels, aux) if num_aux else core.loss(logits, labels)
-        total = cross_entropy(logits, labels, self.ignore_index, self.class_weight)
+        total = segmentation_loss(logits, labels, self.ignore_index, self.class_weight)
         aux_weight = getattr(getattr(core, "config", None), "aux_weight", 0.0)
         for extra in aux:
-            total = total + aux_weight * cross_entropy(extra, labels, self.ignore_index, self.class_weight)
+            total = total + aux_weight * segmentation_loss(extra, labels, self.ignore_index, self.class_weight)
         return total
