@@ -69,10 +69,11 @@ def main() -> None:
     run = Path(args.run)
     model = segformer.load_model(run / "run" / "final").eval()
     val = open_dataset(run / "data", "val")
-    if args.images:
-        tmp = tempfile.mkdtemp()
-        write_synthetic(Path(tmp) / "set", num_train=0, num_val=args.images, seed=1, min_size=96, max_size=128)
-        val = open_dataset(Path(tmp) / "set", "val")
+    scratch = tempfile.TemporaryDirectory()  # removed when the script ends
+    if args.images:  # the demo's image sizes (examples/demo.py), another seed
+        root = write_synthetic(Path(scratch.name) / "set", num_train=0, num_val=args.images, seed=1, min_size=96,
+                               max_size=128)
+        val = open_dataset(root, "val")
     recipe = yaml.safe_load((run / "run" / "config.yaml").read_text())
     own = tuple(recipe["scale"])  # the demo's evaluation scale
     print(f"model {run / 'run' / 'final'}, {len(val)} validation images, torch {torch.__version__}, "
