@@ -35,7 +35,7 @@ meta; load: what mmseg's init_model put in dataset_meta); state_keys (the model'
 Build randomises every weight, including BN running statistics and LayerNorm affines, so that no layer is
 the identity and every key of the mapping matters. SyncBN is replaced by BN; pretrained / init_cfg are off.
 
-The mmcv-lite shim (DESIGN.md section 8) is found at <project root>/../shared/oracles/mmcv_ops_shim.py.
+The mmcv-lite shim is the sibling script mmcv_ops_shim.py (tests/oracles/).
 """
 
 from __future__ import annotations
@@ -47,14 +47,8 @@ import sys
 import warnings
 from pathlib import Path
 
+import mmcv_ops_shim  # noqa: E402,F401  (sibling script; must precede any mmseg import)
 import numpy as np
-
-SHIM_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "oracles"
-if not (SHIM_DIR / "mmcv_ops_shim.py").is_file():
-    sys.exit(f"mmseg_oracle: {SHIM_DIR / 'mmcv_ops_shim.py'} not found; the shared/ folder must sit beside the "
-             f"project root (it holds the mmcv-lite shim that lets mmseg import without compiled mmcv ops)")
-sys.path.insert(0, str(SHIM_DIR))
-import mmcv_ops_shim  # noqa: E402,F401  (must precede any mmseg import)
 
 warnings.filterwarnings("ignore", message=".*MultiScaleDeformableAttention.*")  # mmcv-lite: not used here
 import mmseg  # noqa: E402

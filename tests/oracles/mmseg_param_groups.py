@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import warnings
 from pathlib import Path
 
-# DESIGN.md section 8: the mmcv-lite shim sits in shared/oracles beside the project root ($SEGFORMER_MMCV_SHIM).
-SHIM = Path(os.environ.get("SEGFORMER_MMCV_SHIM",
-                           Path(__file__).resolve().parents[2].parent / "shared" / "oracles" / "mmcv_ops_shim.py"))
-sys.path.insert(0, str(SHIM.parent))
-import mmcv_ops_shim  # noqa: E402,F401  (must precede any mmseg import)
+import mmcv_ops_shim  # noqa: E402,F401  (sibling script; must precede any mmseg import)
 
 warnings.filterwarnings("ignore")
 import mmseg  # noqa: E402
