@@ -8,7 +8,7 @@ PY := $(VENV)/bin/python
 MMSEG_VENV := .venv-mmseg
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean browser
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,7 +18,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[dev,onnx]"
+	$(PY) -m pip install -q -e ".[dev,onnx,serve]"
 	touch $@
 
 # MMSegmentation 1.2.2 as an independent oracle (DESIGN.md section 8); never imported by the package.
@@ -29,13 +29,22 @@ $(MMSEG_VENV)/.installed:
 		mmsegmentation==1.2.2 ftfy regex
 	touch $@
 
+# Debian's Chromium and its WebDriver for the web page test (tests/test_serve_browser.py); apt runs only when
+# one of them is missing. Never a browser download of its own.
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+browser:
+	@test -x /usr/bin/chromium && test -x /usr/bin/chromedriver || { \
+		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
+		--no-install-recommends chromium chromium-driver; }
+
 demo: $(VENV)/.installed
 	$(PY) examples/demo.py --out demo_out
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check src tests benchmarks examples
 
-test: $(VENV)/.dev $(MMSEG_VENV)/.installed
+test: $(VENV)/.dev $(MMSEG_VENV)/.installed browser
 	$(PY) -m ruff check src tests benchmarks examples
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 

@@ -12,12 +12,14 @@ from .evaluate import _add_eval
 from .export import _add_export
 from .models import _add_models
 from .predict import _add_predict
+from .serve import _add_serve
 from .synth import _add_synth
 from .train import _add_train
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
-COMMANDS = [_add_models, _add_convert, _add_synth, _add_eval, _add_predict, _add_train, _add_bench, _add_export]
+COMMANDS = [_add_models, _add_convert, _add_synth, _add_eval, _add_predict, _add_train, _add_bench, _add_export,
+            _add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

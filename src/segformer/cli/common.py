@@ -12,6 +12,27 @@ def _hw(values: list[int] | None, name: str) -> tuple[int, int] | None:
     return (values[0], values[-1])
 
 
+def _add_resize_args(p) -> None:
+    """The input resize flags of `predict` and `serve`."""
+    p.add_argument("--resize", choices=["fixed", "keep-ratio", "none"], default="fixed",
+                   help="fixed: --size, aspect ignored (HF, the default); keep-ratio: into --scale (mmseg); none")
+    p.add_argument("--size", type=int, nargs="+", metavar="N", help="--resize fixed: H W, or one int (default 512)")
+    p.add_argument("--scale", type=int, nargs=2, metavar=("LONG", "SHORT"), default=[2048, 512],
+                   help="--resize keep-ratio bound (default 2048 512)")
+    p.add_argument("--size-divisor", type=int, metavar="N",
+                   help="then round each side up to a multiple of N (mmseg ResizeToMultiple, e.g. 32)")
+
+
+def _processor(args):
+    """The `ImageProcessor` the resize flags ask for."""
+    from ..preprocess import ImageProcessor
+
+    if args.resize == "keep-ratio":
+        return ImageProcessor.mmseg(tuple(args.scale), size_divisor=args.size_divisor)
+    size = (_hw(args.size, "--size") or (512, 512)) if args.resize == "fixed" else None
+    return ImageProcessor(size=size, size_divisor=args.size_divisor)
+
+
 def _size(text: str, name: str) -> tuple[int, int]:
     """"HxW" or "N" (square) from the command line."""
     try:

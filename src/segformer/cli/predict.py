@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import _hw
+from .common import _add_resize_args, _hw, _processor
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -21,13 +21,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["whole", "slide"], default="whole", help="inference mode (default whole)")
     p.add_argument("--crop", type=int, nargs="+", metavar="N", help="slide window: H W, or one int (default 512)")
     p.add_argument("--stride", type=int, nargs="+", metavar="N", help="slide stride: H W, or one int (default 341)")
-    p.add_argument("--resize", choices=["fixed", "keep-ratio", "none"], default="fixed",
-                   help="fixed: --size, aspect ignored (HF, the default); keep-ratio: into --scale (mmseg); none")
-    p.add_argument("--size", type=int, nargs="+", metavar="N", help="--resize fixed: H W, or one int (default 512)")
-    p.add_argument("--scale", type=int, nargs=2, metavar=("LONG", "SHORT"), default=[2048, 512],
-                   help="--resize keep-ratio bound (default 2048 512)")
-    p.add_argument("--size-divisor", type=int, metavar="N",
-                   help="then round each side up to a multiple of N (mmseg ResizeToMultiple, e.g. 32)")
+    _add_resize_args(p)
     p.add_argument("--scales", type=float, nargs="+", default=[1.0],
                    help="multi-scale test ratios, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
     p.add_argument("--flip", action="store_true", help="add horizontally flipped runs (test-time augmentation)")
@@ -95,18 +89,14 @@ def _run_predict(args: argparse.Namespace) -> int:
     from .. import load_model
     from ..data.palettes import get_class_names, get_palette
     from ..inference import check_options, collect_images, predict, shard
-    from ..preprocess import ImageProcessor, to_rgb_array
+    from ..preprocess import to_rgb_array
     from ..visualize import render
 
     crop, stride = _hw(args.crop, "--crop") or (512, 512), _hw(args.stride, "--stride") or (341, 341)
     if not 0.0 <= args.opacity <= 1.0:
         raise ValueError(f"--opacity must be in [0, 1], got {args.opacity}")
     check_options(mode=args.mode, crop_size=crop, stride=stride, scales=args.scales, batch_size=args.batch_size)
-    if args.resize == "keep-ratio":
-        processor = ImageProcessor.mmseg(tuple(args.scale), size_divisor=args.size_divisor)
-    else:
-        size = (_hw(args.size, "--size") or (512, 512)) if args.resize == "fixed" else None
-        processor = ImageProcessor(size=size, size_divisor=args.size_divisor)
+    processor = _processor(args)
     out = Path(args.out)
     # Every process checks every output before any writes, so they all refuse (or all go) together.
     jobs = _predict_outputs(collect_images(args.inputs, exclude=out), out, not args.no_overlay, args.overwrite)

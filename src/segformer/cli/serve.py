@@ -1,0 +1,80 @@
+"""`segformer serve`: the HTTP inference server (needs the `serve` extra)."""
+
+from __future__ import annotations
+
+import argparse
+
+from .common import _add_resize_args
+
+ENV_CONFIG = "SEGFORMER_SERVE_CONFIG"  # how --workers processes receive the settings
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "serve", help="HTTP inference server with dynamic batching and a web page",
+        description="Serve a segmentation model over HTTP: POST /v1/segment (label map PNG, JSON areas or an overlay "
+                    "JPEG), GET /v1/model, /healthz, /readyz, /metrics, and a web page at /. Requests arriving "
+                    "within --max-wait-ms run as one batch. Needs the serve extra: pip install 'segformer[serve]'.")
+    p.add_argument("--model", required=True, help="hub id, zoo preset, HF directory or checkpoint file")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--token-merging", help="SegFormer++ strategy: hq, fast, 2x2, downsample, or a YAML file")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="autocast dtype")
+    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
+    _add_resize_args(p)
+    p.add_argument("--max-batch", type=int, default=8, help="images per forward pass at most (1: no batching)")
+    p.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits for more (default 10)")
+    p.add_argument("--max-queue", type=int, default=64,
+                   help="segmentation requests in flight at most; more are answered 503 (default 64)")
+    p.add_argument("--max-pixels", type=float, default=50e6, help="largest image accepted, in pixels (default 50e6)")
+    p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body in MiB (default 32)")
+    p.add_argument("--workers", type=int, default=1, help="server processes, each with its own model (default 1)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_run_serve)
+
+
+def _config(args: argparse.Namespace):
+    import torch
+
+    from ..serve.engine import ServeConfig
+    from .common import _processor
+
+    return ServeConfig(model=args.model, token_merging=args.token_merging, dtype=args.dtype,
+                       device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                       processor=_processor(args), max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                       max_queue=args.max_queue, max_pixels=int(args.max_pixels),
+                       max_body_bytes=int(args.max_body_mb * 2**20))
+
+
+def _exit_cleanly(signum, frame) -> None:
+    raise SystemExit(0)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+    import logging
+    import os
+    import signal
+
+    try:
+        import uvicorn
+
+        from ..serve import create_app
+    except ImportError as exc:
+        raise RuntimeError(f"segformer serve needs the serve extra ({exc}): pip install 'segformer[serve]'") from None
+    if args.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {args.workers}")
+    config = _config(args)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    print(f"segformer serve: http://{args.host}:{args.port}/ (model {args.model}, {args.workers} worker(s))",
+          flush=True)
+    # uvicorn finishes in-flight requests on SIGTERM, then raises the signal again: exit 0 for a clean stop.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    if args.workers == 1:
+        uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level)
+    else:
+        os.environ[ENV_CONFIG] = json.dumps(dataclasses.asdict(config))
+        uvicorn.run("segformer.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, log_level=args.log_level)
+    return 0

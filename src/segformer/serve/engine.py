@@ -1,0 +1,251 @@
+"""What the server does with one request, without any web framework: options, decoding under limits,
+segmentation through `segformer.predict` (with the forward passes batched), and the three answer formats."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..checkpoints import load_model
+from ..data.palettes import get_class_names, get_palette
+from ..inference import check_options, predict
+from ..preprocess import ImageProcessor, to_rgb_array
+from ..visualize import overlay
+from .batcher import BatchedModel, DynamicBatcher
+
+log = logging.getLogger(__name__)
+FORMATS = {"png": "image/png", "json": "application/json", "overlay": "image/jpeg"}
+MAX_SCALES = 8
+EXAMPLE = "chelsea.jpg"
+
+
+class RequestError(Exception):
+    """A request the server refuses: an HTTP status and a message naming the problem."""
+
+    def __init__(self, status: int, message: str, headers: Mapping[str, str] | None = None):
+        super().__init__(message)
+        self.status, self.message, self.headers = status, message, dict(headers or {})
+
+
+@dataclass
+class ServeConfig:
+    """`segformer serve` settings (the command's flags)."""
+
+    model: str
+    token_merging: str | None = None
+    dtype: str = "float32"
+    device: str = "cpu"
+    processor: ImageProcessor = dataclasses.field(default_factory=ImageProcessor)
+    max_batch: int = 8
+    max_wait_ms: float = 10.0
+    max_queue: int = 64
+    max_pixels: int = 50_000_000
+    max_body_bytes: int = 32 * 2**20
+
+    def __post_init__(self) -> None:
+        for name in ("max_batch", "max_queue", "max_pixels", "max_body_bytes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_options(dtype=self.dtype, batch_size=self.max_batch)
+
+
+@dataclass
+class SegmentOptions:
+    """Query options of `POST /v1/segment`; the same semantics as `segformer predict`."""
+
+    format: str = "png"
+    mode: str = "whole"
+    crop: tuple[int, int] = (512, 512)
+    stride: tuple[int, int] = (341, 341)
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    rle: bool = False
+    opacity: float = 0.5
+
+
+def _ints(text: str, name: str) -> tuple[int, int]:
+    try:
+        values = [int(v) for v in text.replace("x", ",").split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 2) or min(values) < 1:
+        raise RequestError(400, f"{name} takes one or two positive ints (e.g. {name}=512 or {name}=512,768), "
+                                f"got {text!r}")
+    return values[0], values[-1]
+
+
+def _flag(text: str, name: str) -> bool:
+    if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+        raise RequestError(400, f"{name} takes true or false, got {text!r}")
+    return text.lower() in ("1", "true", "yes")
+
+
+def _number(text: str, name: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise RequestError(400, f"{name} takes a number, got {text!r}") from None
+
+
+def parse_options(query: Mapping[str, str]) -> SegmentOptions:
+    """SegmentOptions from query parameters; a RequestError(400) names the first bad or unknown one."""
+    known = {f.name for f in dataclasses.fields(SegmentOptions)}
+    unknown = sorted(set(query) - known)
+    if unknown:
+        raise RequestError(400, f"unknown query parameter(s) {unknown}; accepted: {', '.join(sorted(known))}")
+    opts = SegmentOptions(format=query.get("format", "png"), mode=query.get("mode", "whole"))
+    if opts.format not in FORMATS:
+        raise RequestError(400, f"format={opts.format!r} is not offered; accepted: {', '.join(FORMATS)}")
+    if "crop" in query:
+        opts.crop = _ints(query["crop"], "crop")
+    if "stride" in query:
+        opts.stride = _ints(query["stride"], "stride")
+    if "scales" in query:
+        opts.scales = tuple(_number(v, "scales") for v in query["scales"].split(","))
+        if len(opts.scales) > MAX_SCALES or not all(0 < s <= 4 for s in opts.scales):
+            raise RequestError(400, f"scales takes 1 to {MAX_SCALES} numbers in (0, 4], got {query['scales']!r}")
+    opts.flip = _flag(query["flip"], "flip") if "flip" in query else False
+    opts.rle = _flag(query["rle"], "rle") if "rle" in query else False
+    if "opacity" in query:
+        opts.opacity = _number(query["opacity"], "opacity")
+        if not 0.0 <= opts.opacity <= 1.0:
+            raise RequestError(400, f"opacity must be in [0, 1], got {query['opacity']!r}")
+    try:
+        check_options(mode=opts.mode, crop_size=opts.crop, stride=opts.stride, scales=opts.scales)
+    except ValueError as exc:
+        raise RequestError(400, str(exc)) from None
+    return opts
+
+
+def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
+    """(H, W, 3) uint8 RGB of an encoded image, as `segformer predict` reads files (EXIF orientation applied).
+    The pixel count is read from the header and checked before anything is decoded."""
+    if not data:
+        raise RequestError(400, "empty body: send the image as the raw request body or as a multipart file field")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError:
+        raise RequestError(413, f"image has more than {2 * Image.MAX_IMAGE_PIXELS} pixels (Pillow's decompression "
+                                f"bomb limit); this server accepts at most {max_pixels} (--max-pixels)") from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise RequestError(400, f"the body ({len(data)} bytes, starting {data[:8]!r}) is not an image Pillow can "
+                                f"read (PNG, JPEG, WebP, BMP, TIFF...)") from None
+    width, height = image.size
+    if width * height > max_pixels:
+        raise RequestError(413, f"image is {width}x{height} = {width * height} pixels; this server accepts at most "
+                                f"{max_pixels} (--max-pixels)")
+    try:
+        image.load()
+        return to_rgb_array(ImageOps.exif_transpose(image))
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise RequestError(400, f"corrupt {image.format} image: {exc}") from None
+
+
+def rle(mask: np.ndarray) -> dict:
+    """COCO's uncompressed RLE of a boolean (H, W) mask: run lengths in column-major order, zeros first."""
+    flat = np.asarray(mask, dtype=bool).ravel(order="F")
+    changes = np.flatnonzero(flat[1:] != flat[:-1]) + 1
+    counts = np.diff(np.concatenate([[0], changes, [flat.size]]))
+    if flat.size and flat[0]:
+        counts = np.concatenate([[0], counts])
+    return {"size": list(mask.shape), "counts": counts.tolist()}
+
+
+def encode_png(labels: np.ndarray) -> bytes:
+    """The label map as `segformer predict` writes it (8-bit, or 16-bit grey above 256 classes)."""
+    buf = io.BytesIO()
+    Image.fromarray(labels).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class Segmenter:
+    """The loaded model and everything the server needs to answer segmentation requests."""
+
+    def __init__(self, config: ServeConfig, on_batch=None):
+        self.config = config
+        model = load_model(config.model, **({"token_merging": config.token_merging} if config.token_merging else {}))
+        model_config = getattr(model, "config", None)
+        if getattr(model_config, "task", None) != "segmentation":
+            raise ValueError(f"model {config.model} has no segmentation head "
+                             f"(task: {getattr(model_config, 'task', 'encoder')})")
+        if model_config.num_classes > 65536:
+            raise ValueError(f"model {config.model} has {model_config.num_classes} classes; PNG label maps hold at "
+                             f"most 65536")
+        self.model, self.model_config = model.to(config.device).eval(), model_config
+        self.num_classes = model_config.num_classes
+        self.palette = get_palette(self.num_classes)
+        self.class_names = list(model_config.class_names or get_class_names(self.num_classes))
+        self.batcher = DynamicBatcher(self.model, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
+                                      dtype=config.dtype, on_batch=on_batch).start()
+        self.batched = BatchedModel(self.model, self.batcher).eval()
+
+    def close(self) -> None:
+        self.batcher.stop()
+
+    def warm_up(self) -> None:
+        """One full request on the bundled example, so the first user does not pay for lazy initialisation."""
+        self.segment(example_bytes(), SegmentOptions())
+
+    def labels(self, rgb: np.ndarray, opts: SegmentOptions) -> np.ndarray:
+        return predict(self.batched, rgb, mode=opts.mode, processor=self.config.processor, crop_size=opts.crop,
+                       stride=opts.stride, scales=opts.scales, flip=opts.flip, dtype=self.config.dtype)
+
+    def segment(self, data: bytes, opts: SegmentOptions) -> tuple[bytes, str, float]:
+        """(body, media type, seconds spent) of the answer to one request."""
+        start = time.perf_counter()
+        rgb = decode_image(data, self.config.max_pixels)
+        labels = self.labels(rgb, opts)
+        if opts.format == "png":
+            return encode_png(labels), FORMATS["png"], time.perf_counter() - start
+        if opts.format == "overlay":
+            buf = io.BytesIO()
+            picture = Image.fromarray(overlay(rgb, labels, self.palette, opts.opacity))
+            picture.save(buf, format="JPEG", quality=90, subsampling=0)  # 4:4:4: label edges stay sharp
+            return buf.getvalue(), FORMATS["overlay"], time.perf_counter() - start
+        import json
+
+        summary = self.summary(labels, opts.rle)
+        summary["latency_ms"] = round(1000 * (time.perf_counter() - start), 2)
+        return json.dumps(summary).encode(), FORMATS["json"], time.perf_counter() - start
+
+    def summary(self, labels: np.ndarray, with_masks: bool = False) -> dict:
+        """Per-class pixel areas (largest first) and, if asked, each present class's RLE mask."""
+        counts = np.bincount(labels.ravel(), minlength=self.num_classes)
+        present = [int(c) for c in np.argsort(-counts, kind="stable") if counts[c] > 0]
+        classes = [{"id": c, "name": self.class_names[c], "color": [int(v) for v in self.palette[c]],
+                    "pixels": int(counts[c]), "share": float(counts[c] / labels.size)} for c in present]
+        out = {"height": int(labels.shape[0]), "width": int(labels.shape[1]), "classes": classes}
+        if with_masks:
+            out["masks"] = {str(c): rle(labels == c) for c in present}
+        return out
+
+    def describe(self) -> dict:
+        """`GET /v1/model`: what is served and how inputs are treated."""
+        cfg, mc = self.config, self.model_config
+        return {
+            "source": str(cfg.model), "name": getattr(mc, "name", None), "architecture": type(self.model).__name__,
+            "num_classes": self.num_classes, "classes": self.class_names,
+            "palette": [[int(v) for v in rgb] for rgb in self.palette[:self.num_classes]],
+            "input": dataclasses.asdict(cfg.processor), "token_merging": getattr(mc, "token_merging", None),
+            "dtype": cfg.dtype, "device": str(cfg.device),
+            "batching": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms},
+            "limits": {"max_pixels": cfg.max_pixels, "max_body_bytes": cfg.max_body_bytes,
+                       "max_queue": cfg.max_queue},
+            "formats": list(FORMATS), "modes": ["whole", "slide"],
+        }
+
+
+def example_bytes() -> bytes:
+    """The bundled example image (a cat photograph, see segformer/assets/README.md)."""
+    return resources.files("segformer").joinpath("assets", EXAMPLE).read_bytes()
