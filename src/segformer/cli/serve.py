@@ -52,6 +52,7 @@ def _exit_cleanly(signum, frame) -> None:
 
 def _run_serve(args: argparse.Namespace) -> int:
     import dataclasses
+    import inspect
     import json
     import logging
     import os
@@ -75,6 +76,9 @@ def _run_serve(args: argparse.Namespace) -> int:
         uvicorn.run(create_app(config), host=args.host, port=args.port, log_level=args.log_level)
     else:
         os.environ[ENV_CONFIG] = json.dumps(dataclasses.asdict(config))
+        # Workers import torch and load the model before they answer uvicorn's health pings: allow for it.
+        patience = {"timeout_worker_healthcheck": 300} if "timeout_worker_healthcheck" in inspect.signature(
+            uvicorn.run).parameters else {}
         uvicorn.run("segformer.serve.app:app_from_env", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, log_level=args.log_level)
+                    workers=args.workers, log_level=args.log_level, **patience)
     return 0
