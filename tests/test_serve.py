@@ -216,8 +216,8 @@ def test_options_are_checked():
 
 def test_rle_is_cocos_column_major_with_zeros_first():
     mask = np.array([[1, 0, 1], [1, 1, 0]], dtype=bool)
-    assert rle(mask) == {"size": [2, 3], "counts": [0, 2, 1, 1, 1, 1]}
-    assert rle(~mask)["counts"] == [2, 1, 1, 1, 1]
+    assert rle(mask) == {"size": [2, 3], "counts": [0, 2, 1, 2, 1]}  # columns: 1 1 | 0 1 | 1 0
+    assert rle(~mask)["counts"] == [2, 1, 2, 1]
 
 
 def test_batcher_groups_by_shape_and_matches_single_runs():
