@@ -16,23 +16,24 @@ from torch import nn
 
 from ..data.palettes import get_palette
 from ..models.mit import MiTConfig, MixTransformer
+from ..models.pose import COCO_NUM_KEYPOINTS
 from ..models.segmentor import SegFormer, SegFormerConfig
 from ..models.setr import SETR
 from ..models.vit import VisionTransformer
-from ..models.zoo import ZOO
-from . import hf, mmseg, nvlabs, setr_loader
+from ..models.zoo import ZOO, pose_overrides
+from . import hf, mmpose, mmseg, nvlabs, setr_loader
 from .io import CHECKPOINT_SUFFIXES, read_checkpoint, write_json, write_safetensors, write_torch
 
 log = logging.getLogger(__name__)
 
-FORMATS = {"hf": hf, "nvlabs": nvlabs, "mmseg": mmseg}
+FORMATS = {"hf": hf, "nvlabs": nvlabs, "mmpose": mmpose, "mmseg": mmseg}  # mmpose before mmseg: a superset
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # Our own keys: tensors are named after our modules; eps comes from the saved config.
 OURS_MARK = "stages.0.patch_embed.proj.weight"
 
 
 def detect_format(keys: list[str]) -> str | None:
-    """'ours', 'hf', 'nvlabs', 'mmseg' ('timm' for ViTs), or None when no SegFormer / SETR layout matches."""
+    """'ours', 'hf', 'nvlabs', 'mmpose', 'mmseg' ('timm' for ViTs), or None when no SegFormer / SETR layout matches."""
     if (vit_format := setr_loader.detect(keys)) is not None:
         return vit_format
     if any(k.endswith(OURS_MARK) for k in keys):
@@ -153,7 +154,9 @@ def read_source(source: str | Path) -> tuple[dict[str, torch.Tensor], SegFormerC
                          f"keep the file next to the config.json that save_pretrained wrote")
     else:
         config = infer_config(native, FORMATS[fmt].EPS)
-        names = _class_names(meta)
+        if fmt == "mmpose":  # the reference's heatmap head: no dropout
+            config = dataclasses.replace(config, task="pose", decoder_dropout=0.0)
+        names = mmpose.keypoint_names(meta) if fmt == "mmpose" else _class_names(meta)
         if names and len(names) == config.num_classes:
             config.class_names = names
     return native, config, has_head
@@ -161,11 +164,12 @@ def read_source(source: str | Path) -> tuple[dict[str, torch.Tensor], SegFormerC
 
 def load_model(source: str | Path, **overrides) -> nn.Module:
     """A model with weights from `source`: a hub id or zoo preset, an HF-format directory, or one checkpoint
-    file in HF, NVlabs, MMSegmentation or our layout. Overrides: `num_classes` (re-initialises the classifier),
-    `task` ("segmentation" / "classification" / "encoder"), `token_merging`, and config fields such as
-    `decoder_style`, `num_heads` or `drop_path_rate`. An encoder-only checkpoint gives a `MixTransformer`
-    unless a task asks for a head, which is then initialised fresh (and reported). SETR: our layout, mmseg SETR
-    or a timm ViT; `model="setr-pup"` (etc.) wraps a ViT in that recipe (see `setr_loader.prepare`)."""
+    file in HF, NVlabs, MMSegmentation, SegFormer++ MMPose or our layout. Overrides: `num_classes` (re-initialises
+    the classifier), `task` ("segmentation" / "classification" / "pose" / "encoder"), `num_keypoints` (pose),
+    `token_merging`, and config fields such as `decoder_style`, `num_heads` or `drop_path_rate`. An encoder-only
+    checkpoint gives a `MixTransformer` unless a task asks for a head, which is then initialised fresh (and
+    reported). SETR: our layout, mmseg SETR or a timm ViT; `model="setr-pup"` (etc.) wraps a ViT in that recipe
+    (see `setr_loader.prepare`)."""
     sd, config, has_head = read_source(source)
     if setr_loader.wants_setr(config, overrides):  # ViT / SETR: see setr_loader.prepare for its overrides
         model, sd, fresh = setr_loader.prepare(sd, config, has_head, str(source), overrides)
@@ -173,6 +177,8 @@ def load_model(source: str | Path, **overrides) -> nn.Module:
         return model
     token_merging = overrides.pop("token_merging", None)
     task = overrides.pop("task", None)
+    overrides = pose_overrides(task or config.task, overrides)  # pose: its head's defaults, num_keypoints
+    task = overrides.pop("task", task)
     num_classes = overrides.pop("num_classes", None)
     enc_fields = {f.name for f in dataclasses.fields(MiTConfig)}
     head_fields = {f.name for f in dataclasses.fields(SegFormerConfig)} - {"encoder", "task", "num_classes"}
@@ -201,7 +207,7 @@ def load_model(source: str | Path, **overrides) -> nn.Module:
         head.setdefault("class_names", None)
     if fresh == ("decode_head.",):  # a new head: the zoo's defaults unless overridden
         if num_classes is None and (task or config.task) != config.task:
-            num_classes = SegFormerConfig.num_classes
+            num_classes = COCO_NUM_KEYPOINTS if task == "pose" else SegFormerConfig.num_classes
         small = encoder_cfg.depths == (2, 2, 2, 2) or head.get("decoder_style", config.decoder_style) == "mmseg"
         head.setdefault("decoder_dim", 256 if small else 768)
     config = dataclasses.replace(config, encoder=encoder_cfg, task=task or config.task,
@@ -284,7 +290,7 @@ def convert(source: str | Path, destination: str | Path, to: str = "hf", *, over
     if vit:
         out = setr_loader.from_native(sd, config, to)  # mmseg or timm; a clear error for the others
     elif to not in FORMATS:
-        raise ValueError(f"unknown target format {to!r}; accepted: hf, ours, nvlabs, mmseg")
+        raise ValueError(f"unknown target format {to!r}; accepted: hf, ours, nvlabs, mmseg, mmpose")
     else:
         out = FORMATS[to].from_native(sd, config)
     # Our config rides along (foreign tools ignore it), so reading the file back rebuilds exactly this model

@@ -13,6 +13,7 @@ from torch import nn
 from .decoders import ClassificationHead, MLPDecoder, MMSegMLPDecoder, init_decoder
 from .loss import segmentation_loss
 from .mit import MiTConfig, MixTransformer
+from .pose import init_pose_head, keypoint_mse_loss
 from .token_merging import (
     TokenMergingConfig,
     TokenMergingSpec,
@@ -22,7 +23,7 @@ from .token_merging import (
 )
 
 DECODER_STYLES = ("hf", "mmseg")
-TASKS = ("segmentation", "classification")
+TASKS = ("segmentation", "classification", "pose")
 
 
 @dataclass
@@ -30,14 +31,14 @@ class SegFormerConfig:
     """Everything needed to rebuild a SegFormer; serialises to JSON via `to_dict`."""
 
     encoder: MiTConfig = field(default_factory=MiTConfig)
-    num_classes: int = 150
-    task: str = "segmentation"  # "segmentation" | "classification"
+    num_classes: int = 150  # pose: the number of keypoints (heatmaps)
+    task: str = "segmentation"  # "segmentation" | "classification" | "pose" (top-down keypoint heatmaps)
     decoder_style: str = "hf"  # "hf" (HF/NVlabs All-MLP) | "mmseg" (SegformerHead)
     decoder_dim: int = 256
     decoder_dropout: float = 0.1
     bn_eps: float = 1e-5
     ignore_index: int = 255
-    class_names: list[str] | None = None
+    class_names: list[str] | None = None  # pose: the keypoint names
     name: str | None = None  # zoo name, informational
     # SegFormer++ token merging applied at build time: a preset name or {"stages": [...], "downsample": bool}.
     token_merging: str | dict | None = None
@@ -47,6 +48,8 @@ class SegFormerConfig:
             self.encoder = MiTConfig(**self.encoder)
         if self.task not in TASKS:
             raise ValueError(f"SegFormerConfig.task must be one of {TASKS}, got {self.task!r}")
+        if self.task == "pose" and self.decoder_style != "mmseg":
+            raise ValueError("SegFormerConfig: the pose head is the mmseg-style decoder; set decoder_style='mmseg'")
         if self.decoder_style not in DECODER_STYLES:
             raise ValueError(f"SegFormerConfig.decoder_style must be one of {DECODER_STYLES}, "
                              f"got {self.decoder_style!r}")
@@ -71,7 +74,8 @@ class SegFormerConfig:
 class SegFormer(nn.Module):
     """MiT encoder + All-MLP decoder (or classifier). `forward` returns logits.
 
-    Segmentation logits are (B, K, H/4, W/4), as in HF and mmseg; classification logits (B, K).
+    Segmentation logits are (B, K, H/4, W/4), as in HF and mmseg; classification logits (B, K); pose: K keypoint
+    heatmaps (B, K, H/4, W/4), as the SegFormer++ MMPose head (see `models.pose`).
     """
 
     def __init__(self, config: SegFormerConfig | None = None):
@@ -110,7 +114,11 @@ class SegFormer(nn.Module):
         geometry = zip((height, width), conv.kernel_size, conv.stride, conv.padding, strict=True)
         return tuple((size + 2 * p - k) // s + 1 for size, k, s, p in geometry)
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Segmentation: cross-entropy with `labels` (B, H, W). Pose: keypoint MSE with target heatmaps `labels`
+        (B, K, h, w) and per-keypoint `weights` (B, K)."""
+        if self.config.task == "pose":
+            return keypoint_mse_loss(logits, labels, weights)
         return segmentation_loss(logits, labels, self.config.ignore_index)
 
     def no_weight_decay(self) -> set[str]:
@@ -133,6 +141,10 @@ def build_head(config: SegFormerConfig) -> nn.Module:
     dims = config.encoder.embed_dims
     if config.task == "classification":
         head = ClassificationHead(dims[-1], config.num_classes)
+    elif config.task == "pose":
+        head = MMSegMLPDecoder(dims, config.decoder_dim, config.num_classes, config.decoder_dropout, config.bn_eps)
+        init_pose_head(head)
+        return head
     elif config.decoder_style == "hf":
         head = MLPDecoder(dims, config.decoder_dim, config.num_classes, config.decoder_dropout, config.bn_eps)
     else:

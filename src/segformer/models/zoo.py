@@ -6,6 +6,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from .mit import MIT_VARIANTS, MiTConfig, mit_config
+from .pose import POSE_DECODER_DIM
 from .segmentor import SegFormer, SegFormerConfig
 from .setr import DATASETS, DECODERS, MMSEG_WEIGHTS, SETR, SETRConfig, setr_config
 from .token_merging import TokenMergingSpec
@@ -39,6 +40,9 @@ def _entries() -> dict[str, ZooEntry]:
         out[f"segformer-{v}-cityscapes-1024"] = ZooEntry(
             f"segformer-{v}-cityscapes-1024", v, 19, hub_id=f"nvidia/segformer-{v}-finetuned-cityscapes-1024-1024",
             description=f"SegFormer-{v.upper()} fine-tuned on Cityscapes at 1024x1024")
+        out[f"segformer-{v}-pose"] = ZooEntry(
+            f"segformer-{v}-pose", v, 17, task="pose",
+            description=f"SegFormer-{v.upper()} top-down pose (keypoint heatmaps, COCO's 17 by default), random init")
         out[f"mit-{v}"] = ZooEntry(f"mit-{v}", v, 1000, task="classification", hub_id=f"nvidia/mit-{v}",
                                    description=f"MiT-{v.upper()} ImageNet-1k classifier (encoder for fine-tuning)")
     out.update(_setr_entries())
@@ -79,6 +83,7 @@ def model_config(name: str, **overrides) -> SegFormerConfig | SETRConfig:
     entry = get_entry(name)
     if entry.arch == "setr":
         return setr_config(entry.variant, entry.dataset, **{"name": name, **overrides})
+    overrides = pose_overrides(entry.task, overrides)
     head_fields = {f.name for f in dataclasses.fields(SegFormerConfig)} - {"encoder"}
     enc_fields = {f.name for f in dataclasses.fields(MiTConfig)}
     unknown = set(overrides) - head_fields - enc_fields
@@ -97,8 +102,23 @@ def model_config(name: str, **overrides) -> SegFormerConfig | SETRConfig:
     return SegFormerConfig(encoder=mit_config(entry.variant, **enc), **head)
 
 
+def pose_overrides(task: str | None, overrides: dict) -> dict:
+    """A pose model's defaults (the reference's mmseg-style head, 256 channels, no dropout, mmseg's LayerNorm eps)
+    under `overrides`; `num_keypoints` is the pose name of `num_classes`."""
+    if "num_keypoints" in overrides:
+        if task != "pose":
+            raise ValueError("num_keypoints is for pose models (segformer-bX-pose or task='pose'); use num_classes")
+        overrides = {**overrides, "num_classes": overrides["num_keypoints"]}
+        del overrides["num_keypoints"]
+    if task != "pose":
+        return overrides
+    return {"decoder_style": "mmseg", "decoder_dim": POSE_DECODER_DIM, "decoder_dropout": 0.0, "task": "pose",
+            **overrides}
+
+
 def create_model(name: str, *, token_merging: TokenMergingSpec = None, **overrides) -> SegFormer | SETR:
-    """A randomly initialised model of a zoo name, e.g. `create_model("segformer-b2", num_classes=19)`.
+    """A randomly initialised model of a zoo name, e.g. `create_model("segformer-b2", num_classes=19)` or
+    `create_model("segformer-b0-pose", num_keypoints=17)`.
 
     token_merging: a SegFormer++ strategy ("hq", "fast", "2x2", "downsample", a YAML file, a list of
     4 per-stage settings), see `SegFormer.set_token_merging`.
