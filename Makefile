@@ -1,11 +1,12 @@
-# Set-up, the main job and the tests. Everything installs into ./.venv (and the MMSegmentation oracle into
-# ./.venv-mmseg, used only by the parity tests). torch is pinned to the CPU build this machine provides; on
-# a GPU machine set TORCH_SPEC to the CUDA build you want (see README).
+# Set-up, the main job and the tests. Everything installs into ./.venv (and the MMSegmentation and MMPose
+# oracles into ./.venv-mmseg and ./.venv-mmpose, used only by the parity tests). torch is pinned to the CPU
+# build this machine provides; on a GPU machine set TORCH_SPEC to the CUDA build you want (see README).
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
 PY := $(VENV)/bin/python
 MMSEG_VENV := .venv-mmseg
+MMPOSE_VENV := .venv-mmpose
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint clean browser
@@ -38,15 +39,31 @@ browser:
 		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q \
 		--no-install-recommends chromium chromium-driver; }
 
+# MMPose 1.3.2 as an independent oracle for the pose codec, PCK and heads (tests/test_pose_mmpose_parity.py).
+# mmpose's metadata names torchvision and chumpy, which the code the tests use never imports: it goes in without
+# dependencies, its real ones are listed here (mmdet 3.2: mmpose.models imports mmdet.utils). xtcocotools' wheels
+# are built against numpy 1.x, so it is built here against this venv's numpy. mmcv's compiled ops: the project's
+# shim, tests/oracles/mmcv_ops_shim.py.
+$(MMPOSE_VENV)/.installed:
+	test -x $(MMPOSE_VENV)/bin/python || $(PYTHON) -m venv $(MMPOSE_VENV)
+	$(MMPOSE_VENV)/bin/python -m pip install -q --upgrade pip
+	$(MMPOSE_VENV)/bin/python -m pip install -q "$(TORCH_SPEC)" mmengine==0.10.7 mmcv-lite==2.1.0 \
+		json_tricks==3.17.3 munkres==3.0.0 scipy==1.17.1 opencv-python==5.1.0.95 matplotlib pillow six \
+		cython setuptools wheel
+	$(MMPOSE_VENV)/bin/python -m pip install -q --no-deps mmpose==1.3.2 mmdet==3.2.0
+	$(MMPOSE_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation --no-binary xtcocotools \
+		xtcocotools==1.14.3
+	touch $@
+
 demo: $(VENV)/.installed
 	$(PY) examples/demo.py --out demo_out
 
 lint: $(VENV)/.dev
 	$(PY) -m ruff check src tests benchmarks examples
 
-test: $(VENV)/.dev $(MMSEG_VENV)/.installed browser
+test: $(VENV)/.dev $(MMSEG_VENV)/.installed $(MMPOSE_VENV)/.installed browser
 	$(PY) -m ruff check src tests benchmarks examples
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(MMSEG_VENV) demo_out .pytest_cache
+	rm -rf $(VENV) $(MMSEG_VENV) $(MMPOSE_VENV) demo_out .pytest_cache

@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: where the MMSegmentation oracle lives, and weight randomisation."""
+"""Helpers shared by the tests: where the MMSegmentation and MMPose oracles live, and weight randomisation."""
 
 from __future__ import annotations
 
@@ -36,3 +36,13 @@ def randomise(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
             elif isinstance(m, torch.nn.LayerNorm):
                 m.weight.copy_(1.0 + 0.1 * torch.randn(m.weight.shape, generator=g))
     return model
+
+
+MMPOSE_PYTHON = Path(os.environ.get("SEGFORMER_MMPOSE_PYTHON", ROOT / ".venv-mmpose" / "bin" / "python"))
+
+
+def mmpose_oracle() -> tuple[str, str]:
+    """(python, shim path) of the MMPose oracle venv; skips the test, saying why, when absent."""
+    if not MMPOSE_PYTHON.exists():
+        pytest.skip(f"MMPose oracle venv absent ({MMPOSE_PYTHON}); `make test` creates it (.venv-mmpose/.installed)")
+    return str(MMPOSE_PYTHON), str(MMCV_SHIM)

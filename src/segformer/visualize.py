@@ -1,4 +1,5 @@
-"""Pictures of label maps: a colour mask, an alpha-blended overlay on the image, an optional legend (Pillow)."""
+"""Pictures (Pillow) of label maps (a colour mask, an alpha-blended overlay, an optional legend) and of pose
+skeletons."""
 
 from __future__ import annotations
 
@@ -83,3 +84,27 @@ def render(image: np.ndarray | Image.Image, labels: np.ndarray, num_classes: int
     if len(names) < num_classes:
         raise ValueError(f"{len(names)} class names given for {num_classes} classes")
     return add_legend(picture, labels, palette, names)
+
+
+def draw_keypoints(image: np.ndarray | Image.Image, keypoints: np.ndarray, scores: np.ndarray,
+                   skeleton: Sequence[tuple[int, int]], flip_indices: Sequence[int] | None = None,
+                   threshold: float = 0.3, boxes: np.ndarray | None = None) -> Image.Image:
+    """People's skeletons over an RGB image: keypoints (N, K, 2) with scores (N, K); links and joints whose
+    score is below `threshold` are left out. Left-side joints (those `flip_indices` maps to a higher index) are
+    orange, right-side blue, the rest green; optional boxes (N, 4, x1 y1 x2 y2) in white."""
+    picture = Image.fromarray(np.asarray(image)).convert("RGB")
+    draw = ImageDraw.Draw(picture)
+    width = max(2, round(max(picture.size) / 200))
+    k = keypoints.shape[1] if keypoints.ndim == 3 else 0
+    flips = list(flip_indices) if flip_indices is not None else list(range(k))
+    colour = [(255, 128, 0) if flips[j] > j else (51, 153, 255) if flips[j] < j else (0, 200, 0) for j in range(k)]
+    for n, (points, conf) in enumerate(zip(keypoints, scores)):
+        if boxes is not None:
+            draw.rectangle([float(v) for v in boxes[n]], outline=(255, 255, 255), width=1)
+        for a, b in skeleton:
+            if conf[a] >= threshold and conf[b] >= threshold:
+                draw.line([tuple(points[a]), tuple(points[b])], fill=colour[b], width=width)
+        for j, (x, y) in enumerate(points):
+            if conf[j] >= threshold:
+                draw.ellipse([x - width, y - width, x + width, y + width], fill=colour[j])
+    return picture

@@ -13,13 +13,16 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True, help="dataset root: ADE20K, Cityscapes or folder layout (detected)")
     p.add_argument("--split", default="val", help="split to score (default val)")
     p.add_argument("--mode", choices=["whole", "slide"], default="whole", help="inference mode (default whole)")
-    p.add_argument("--crop", type=int, nargs="+", metavar="N", help="slide window size: H W, or one int")
+    p.add_argument("--crop", type=int, nargs="+", metavar="N",
+                   help="slide window size: H W, or one int; pose models: the input size H W (default 384 288)")
     p.add_argument("--stride", type=int, nargs="+", metavar="N", help="slide window stride: H W, or one int")
     p.add_argument("--scale", type=int, nargs=2, metavar=("LONG", "SHORT"),
                    help="keep-ratio resize bound before inference (default: the dataset's recipe, e.g. "
                         "2048 512 for ADE20K, 2048 1024 for Cityscapes; none for a folder)")
     p.add_argument("--scales", type=float, nargs="+", help="multi-scale test ratios, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
     p.add_argument("--flip", action="store_true", help="add horizontally flipped runs (test-time augmentation)")
+    p.add_argument("--no-flip-test", action="store_true", help="pose models: skip the flip test (on by default)")
+    p.add_argument("--coco-ap", action="store_true", help="pose models: add COCO keypoint AP (needs pycocotools)")
     p.add_argument("--token-merging", help="SegFormer++ strategy: hq, fast, 2x2, downsample, or a YAML file")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="autocast dtype")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
@@ -50,6 +53,10 @@ def _run_eval(args: argparse.Namespace) -> int:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
     overrides = {"token_merging": args.token_merging} if args.token_merging else {}
     model = load_model(args.model, **overrides)
+    if getattr(getattr(model, "config", None), "task", None) == "pose":
+        from .evaluate_pose import run_pose_eval
+
+        return run_pose_eval(args, model, crop, out)
     num_classes = getattr(getattr(model, "config", None), "num_classes", None)
     dataset = open_dataset(args.data, args.split, num_classes=num_classes)
     if num_classes is not None and num_classes != dataset.num_classes:

@@ -35,6 +35,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-overlay", action="store_true", help="write the label maps only")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--token-merging", help="SegFormer++ strategy: hq, fast, 2x2, downsample, or a YAML file")
+    p.add_argument("--boxes", metavar="FILE.json",
+                   help="pose models: person boxes, COCO detection results ([{image_id, bbox: [x, y, w, h], score}]; "
+                        "image_id = file name or its numeric stem); default: the whole image (--size is the "
+                        "pose input H W, default 384 288). Writes NAME_pose.png and NAME_keypoints.json")
+    p.add_argument("--box-threshold", type=float, default=0.3, help="pose: minimum detection score (default 0.3)")
+    p.add_argument("--no-flip-test", action="store_true", help="pose: skip the flip test (on by default)")
     p.set_defaults(func=_run_predict)
 
 
@@ -98,14 +104,19 @@ def _run_predict(args: argparse.Namespace) -> int:
     check_options(mode=args.mode, crop_size=crop, stride=stride, scales=args.scales, batch_size=args.batch_size)
     processor = _processor(args)
     out = Path(args.out)
+    overrides = {"token_merging": args.token_merging} if args.token_merging else {}
+    model = load_model(args.model, **overrides)
+    config = getattr(model, "config", None)
+    if getattr(config, "task", None) == "pose":
+        from .predict_pose import run_pose_predict
+
+        return run_pose_predict(args, model, collect_images(args.inputs, exclude=out))
     # Every process checks every output before any writes, so they all refuse (or all go) together.
     jobs = _predict_outputs(collect_images(args.inputs, exclude=out), out, not args.no_overlay, args.overwrite)
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:
         dist.init_process_group("gloo")
         dist.barrier()
-    model = load_model(args.model, **({"token_merging": args.token_merging} if args.token_merging else {}))
-    config = getattr(model, "config", None)
     if getattr(config, "task", None) != "segmentation":
         raise ValueError(f"model {args.model} has no segmentation head (task: {getattr(config, 'task', 'encoder')})")
     if config.num_classes > 65536:

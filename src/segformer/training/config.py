@@ -42,9 +42,14 @@ class TrainConfig:
     cat_max_ratio: float = 0.75
     flip_prob: float = 0.5
     photometric: bool = True
+    # Pose (segformer-bX-pose models): crop_size is the network input (h, w); the MSRA heatmap's sigma; the
+    # evaluation's flip test (heatmaps of the mirrored crop averaged in, shift_heatmap=True)
+    sigma: float = 2.0
+    flip_test: bool = True
     num_workers: int = 4
     # Optimisation (iteration based)
     iters: int = 160000
+    epochs: int | None = None  # if set, iters = epochs x (training samples // batch_size) (the pose recipes)
     batch_size: int = 16  # global: summed over processes and accumulation steps
     grad_accum: int = 1
     optimizer: str = "adamw"  # "adamw" | "sgd"

@@ -68,9 +68,11 @@ class BatchStream(torch.utils.data.Sampler):
 
 
 def train_loader(dataset: SegmentationDataset, config: TrainConfig, batch_size: int, rank: int, world_size: int,
-                 start: int, pin_memory: bool = False) -> DataLoader:
-    """A DataLoader over `BatchStream`; its own generator keeps the global RNG untouched (exact resume)."""
-    transformed = TransformedDataset(dataset, train_transform(config, dataset.ignore_index), seed=config.seed)
+                 start: int, pin_memory: bool = False, transform=None) -> DataLoader:
+    """A DataLoader over `BatchStream` (`transform(image, label, rng)`: the config's segmentation pipeline unless
+    given); its own generator keeps the global RNG untouched (exact resume)."""
+    transform = transform or train_transform(config, dataset.ignore_index)
+    transformed = TransformedDataset(dataset, transform, seed=config.seed)
     stream = BatchStream(len(dataset), batch_size, rank, world_size, config.seed, start)
     return DataLoader(transformed, batch_sampler=stream, num_workers=config.num_workers, pin_memory=pin_memory,
                       generator=torch.Generator().manual_seed(config.seed))

@@ -41,6 +41,8 @@ from .data import default_scale, open_datasets, train_loader
 from .losses import SegmentationLoss
 from .optim import build_optimizer, build_schedule
 from .plots import read_log_records, save_plots
+from .pose import PoseLoss, is_pose, open_pose_datasets, pose_transform
+from .pose import evaluate as evaluate_pose
 from .pretrained import build_model
 
 log = logging.getLogger(__name__)
@@ -57,11 +59,13 @@ class NonFiniteLossError(RuntimeError):
 
 
 def resolve_config(config: TrainConfig, train_set) -> TrainConfig:
-    """`config` with what the data decides filled in: class count, resize scale, slide window."""
+    """`config` with what the data decides filled in: class count, resize scale, slide window, and the
+    iterations of `epochs` epochs."""
     scale = config.scale or default_scale(train_set, config.crop_size)
     crop = config.eval_crop or config.crop_size
     stride = config.eval_stride or (tuple(max(1, 2 * c // 3) for c in crop) if config.eval_mode == "slide" else None)
-    return dataclasses.replace(config, num_classes=train_set.num_classes, scale=scale,
+    iters = config.epochs * max(1, len(train_set) // config.batch_size) if config.epochs else config.iters
+    return dataclasses.replace(config, num_classes=train_set.num_classes, scale=scale, iters=iters,
                                eval_crop=crop if config.eval_mode == "slide" else config.eval_crop,
                                eval_stride=stride)
 
@@ -80,6 +84,13 @@ def _clean(value):
     return [_clean(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
+def _to_device(labels, device: torch.device):
+    """Label maps, or a pose target's (heatmaps, weights), on `device`."""
+    if isinstance(labels, (tuple, list)):
+        return tuple(t.to(device, non_blocking=True) for t in labels)
+    return labels.to(device, non_blocking=True)
+
+
 class Trainer:
     """One run of `config`. `model`, `train_set`, `val_set` replace what the config would build (any model
     returning logits works; SegFormer / SETR also get `final/` in the `save_pretrained` layout)."""
@@ -94,8 +105,9 @@ class Trainer:
         if resume is None and taken:
             raise FileExistsError(f"run directory {self.run_dir} already holds a run ({', '.join(taken)}); pass "
                                   f"--resume to continue it, or choose another --out")
+        self.pose = is_pose(config)
         if train_set is None or val_set is None:
-            opened = open_datasets(config)
+            opened = open_pose_datasets(config) if self.pose else open_datasets(config)
             train_set, val_set = train_set or opened[0], val_set or opened[1]
         self.config = config = resolve_config(config, train_set)
         self.train_set, self.val_set = train_set, val_set
@@ -133,14 +145,15 @@ class Trainer:
         self.optimizer = build_optimizer(self.core, config)
         self.schedule = build_schedule(self.optimizer, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
-        self.loss_fn = SegmentationLoss(train_set.ignore_index, config.class_weights)
+        self.loss_fn = PoseLoss() if self.pose else SegmentationLoss(train_set.ignore_index, config.class_weights)
         self.start = 0
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
         else:
             torch.manual_seed(config.seed + self.dist.rank)  # training randomness (dropout, drop-path) per rank
         self.loader = train_loader(train_set, config, self.micro_batch, self.dist.rank, world,
-                                   start=self.start * config.grad_accum, pin_memory=self.device.type == "cuda")
+                                   start=self.start * config.grad_accum, pin_memory=self.device.type == "cuda",
+                                   transform=pose_transform(config, train_set) if self.pose else None)
         ddp.barrier()  # every process has checked the run directory before rank 0 writes to it
 
     # ---------------------------------------------------------------- resume
@@ -200,6 +213,8 @@ class Trainer:
         c = self.config
         devices = [self.device.index or 0] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
+            if self.pose:
+                return evaluate_pose(self.core, self.val_set, c, progress=c.progress and self.dist.is_main)
             return evaluate(self.core, self.val_set, scale=c.scale, mode=c.eval_mode, crop_size=c.eval_crop,
                             stride=c.eval_stride, num_workers=c.num_workers, progress=c.progress and self.dist.is_main)
 
@@ -214,7 +229,7 @@ class Trainer:
         for micro in range(accum):
             images, labels = next(batches)
             images = images.to(self.device, non_blocking=True)
-            labels = labels.to(self.device, non_blocking=True)
+            labels = _to_device(labels, self.device)
             last = micro == accum - 1
             sync = self.model.no_sync() if self.model is not self.core and not last else contextlib.nullcontext()
             with sync:
@@ -285,16 +300,21 @@ class Trainer:
         return metrics
 
     def _log_eval(self, iteration: int, metrics: dict) -> None:
+        if self.pose:
+            summary = {k: v for k, v in metrics.items() if k.startswith(("PCK", "AP"))}
+            self._log({"iter": iteration, **summary})
+            log.info("iteration %d: %s", iteration, "  ".join(f"{k} {v:.2f}" for k, v in summary.items()))
+            return
         summary = {k: metrics[k] for k in ("aAcc", "mIoU", "mAcc")}
         self._log({"iter": iteration, **{k: _clean(v) for k, v in summary.items()}})
         if self.dist.is_main:
             log.info("iteration %d: aAcc %.2f  mIoU %.2f  mAcc %.2f", iteration, *summary.values())
 
     def _write_results(self, metrics: dict) -> None:
-        names = metrics["classes"]
-        payload = {"iteration": self.config.iters, "aAcc": _clean(metrics["aAcc"]), "mIoU": _clean(metrics["mIoU"]),
-                   "mAcc": _clean(metrics["mAcc"]), "IoU": dict(zip(names, _clean(metrics["IoU"]), strict=True)),
-                   "Acc": dict(zip(names, _clean(metrics["Acc"]), strict=True)), "num_images": metrics["num_images"]}
+        if self.pose:
+            payload = {"iteration": self.config.iters, **metrics}
+        else:
+            payload = self._segmentation_results(metrics)
         atomic_write_text(self.run_dir / "metrics.json", json.dumps(payload, indent=2) + "\n")
         final = self.run_dir / "final"
         if hasattr(self.core, "save_pretrained"):
@@ -304,6 +324,12 @@ class Trainer:
             save_file({k: v.detach().contiguous().cpu() for k, v in self.core.state_dict().items()},
                       str(final / "model.safetensors"))
         save_plots(self.run_dir)
+
+    def _segmentation_results(self, metrics: dict) -> dict:
+        names = metrics["classes"]
+        return {"iteration": self.config.iters, "aAcc": _clean(metrics["aAcc"]), "mIoU": _clean(metrics["mIoU"]),
+                "mAcc": _clean(metrics["mAcc"]), "IoU": dict(zip(names, _clean(metrics["IoU"]), strict=True)),
+                "Acc": dict(zip(names, _clean(metrics["Acc"]), strict=True)), "num_images": metrics["num_images"]}
 
 
 def train(config: TrainConfig, *, resume: str | Path | None = None, model: nn.Module | None = None,

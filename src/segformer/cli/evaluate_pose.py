@@ -1,0 +1,36 @@
+"""`segformer eval` for pose models: PCK@0.1 / PCK@0.05 on a COCO-format keypoint set's ground-truth boxes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+DEFAULT_INPUT = (384, 288)  # (h, w) of the COCO recipes
+
+
+def run_pose_eval(args: argparse.Namespace, model, crop: tuple[int, int] | None, out: Path | None) -> int:
+    import torch
+
+    from ..data.keypoints import open_keypoints
+    from ..pose_evaluation import evaluate_pose
+    from ..training.checkpoint import atomic_write_text
+
+    dataset = open_keypoints(args.data, args.split)
+    if model.config.num_classes != dataset.num_classes:
+        raise ValueError(f"model {args.model} predicts {model.config.num_classes} keypoints but {args.data} has "
+                         f"{dataset.num_classes}")
+    height, width = crop or DEFAULT_INPUT
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model.to(device)
+    result = evaluate_pose(model, dataset, input_size=(width, height), flip_test=not args.no_flip_test,
+                           coco_ap=args.coco_ap)
+    scores = "  ".join(f"{k} {v:.2f}" for k, v in result.items() if k != "num_instances")
+    print(f"{args.data} {args.split}, {result['num_instances']} persons (ground-truth boxes), input {width}x{height}"
+          f"{'' if args.no_flip_test else ', flip test'}: {scores}")
+    if out is not None:
+        settings = {"model": args.model, "data": str(args.data), "split": args.split, "input_size": [height, width],
+                    "flip_test": not args.no_flip_test, "token_merging": args.token_merging}
+        atomic_write_text(out, json.dumps({**result, "settings": settings}, indent=2) + "\n")
+        print(f"wrote {out}")
+    return 0
