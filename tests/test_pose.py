@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,8 @@ from segformer.data.pose_codec import HeatmapCodec, apply_affine, input_to_image
 from segformer.data.pose_transforms import PoseTrainTransform, crop_window
 from segformer.data.synthetic_pose import write_synthetic_pose
 from segformer.pose_evaluation import pck_accuracy
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -200,3 +203,20 @@ def test_cli_synth_eval_predict(tmp_path, capsys, pose_model):
     assert (tmp_path / "p" / f"{image.stem}_pose.png").is_file()
     assert main(["predict", str(image), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "p")]) == 2
     assert "--overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("variant", ["b0", "b1", "b2", "b3", "b4", "b5"])
+def test_pose_recipes_carry_the_reference_settings(variant):
+    """The SegFormer++ MMPose configs: AdamW 5e-4, wd 0.01 everywhere, 500-iteration warm-up from 0.001x, then
+    constant (test_pose_mmpose_parity checks that against MMEngine), batch 16, 210 epochs, sigma 3, 384x288."""
+    from segformer.training.config import load_config
+
+    cfg = load_config(ROOT / "configs" / f"segformer_{variant}_coco_pose_384x288.yaml")
+    assert (cfg.model, cfg.pretrained) == (f"segformer-{variant}-pose", f"nvidia/mit-{variant}")
+    assert cfg.crop_size == (384, 288)
+    assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas, cfg.head_lr_mult, cfg.no_decay) == (
+        "adamw", 5e-4, 0.01, (0.9, 0.999), 1.0, "none")
+    assert (cfg.warmup_iters, cfg.warmup_ratio, cfg.power, cfg.batch_size, cfg.epochs) == (500, 0.001, 0.0, 16, 210)
+    assert (cfg.sigma, cfg.flip_test, cfg.flip_prob) == (3.0, True, 0.5)
+    jbd = load_config(ROOT / "configs" / "segformer_b0_jbd_pose_640x480.yaml")
+    assert jbd.crop_size == (640, 480) and jbd.model_args == {"num_keypoints": 20} and jbd.sigma == 3.0

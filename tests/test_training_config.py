@@ -18,7 +18,8 @@ CONFIGS = ROOT / "configs"
 
 
 def test_every_recipe_is_a_fixture_entry_and_back():
-    assert sorted(p.name for p in CONFIGS.glob("*.yaml")) == sorted(RECIPES)
+    segmentation = [p.name for p in CONFIGS.glob("*.yaml") if "_pose_" not in p.name]  # pose: test_pose.py
+    assert sorted(segmentation) == sorted(RECIPES)
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
