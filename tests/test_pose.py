@@ -172,6 +172,7 @@ def test_synthetic_set_and_train_transform(tmp_path):
     root = write_synthetic_pose(tmp_path / "s", num_train=6, num_val=2)
     ds = open_keypoints(root, "train")
     assert isinstance(ds, KeypointDataset) and len(ds) >= 6 and ds.meta == KeypointMeta()
+    assert len({inst.annotation_id for inst in ds.instances}) == len(ds)  # unique ids: COCO tools need them
     with pytest.raises(FileExistsError):
         write_synthetic_pose(root)
     transform = PoseTrainTransform((48, 64), ds.meta, sigma=2.0)
@@ -220,3 +221,15 @@ def test_pose_recipes_carry_the_reference_settings(variant):
     assert (cfg.sigma, cfg.flip_test, cfg.flip_prob) == (3.0, True, 0.5)
     jbd = load_config(ROOT / "configs" / "segformer_b0_jbd_pose_640x480.yaml")
     assert jbd.crop_size == (640, 480) and jbd.model_args == {"num_keypoints": 20} and jbd.sigma == 3.0
+
+
+def test_coco_keypoint_ap(tmp_path):
+    """pycocotools (the `coco` extra): the ground truth itself scores AP 100; keypoints moved far score less."""
+    pytest.importorskip("pycocotools", reason="the optional `coco` extra (pycocotools) is not installed")
+    from segformer.coco_eval import keypoint_ap
+
+    ds = open_keypoints(write_synthetic_pose(tmp_path / "s", num_train=1, num_val=6), "val")
+    perfect = [(inst, inst.keypoints, np.ones(17, np.float32)) for inst in ds.instances]
+    assert keypoint_ap(ds, perfect)["AP"] == pytest.approx(100.0)
+    off = [(inst, inst.keypoints + 15.0, np.ones(17, np.float32)) for inst in ds.instances]
+    assert keypoint_ap(ds, off)["AP"] < 50

@@ -113,7 +113,7 @@ def write_synthetic_pose(root: str | Path, num_train: int = 400, num_val: int = 
             name = f"{split}_{i:05d}.png"
             Image.fromarray(image).save(root / "images" / split / name)
             images.append({"id": i + 1, "file_name": name, "width": image_size, "height": image_size})
-            annotations += [_annotation(j, len(annotations) + 1, i + 1) for j in people]
+            annotations += [_annotation(j, len(annotations) + n + 1, i + 1) for n, j in enumerate(people)]
         (root / "annotations").mkdir(exist_ok=True)
         payload = {"images": images, "annotations": annotations, "categories": [category]}
         (root / "annotations" / f"{split}.json").write_text(json.dumps(payload), encoding="utf-8")

@@ -24,9 +24,9 @@ def read_log_records(path: Path) -> list[dict]:
 
 
 def read_log(path: Path) -> tuple[list[dict], list[dict]]:
-    """(training records, evaluation records) of a `log.jsonl`."""
+    """(training records, evaluation records) of a `log.jsonl`: the ones with a loss, and the others."""
     records = read_log_records(path)
-    return [r for r in records if "mIoU" not in r], [r for r in records if "mIoU" in r]
+    return [r for r in records if "loss" in r], [r for r in records if "loss" not in r]
 
 
 def _pyplot():
@@ -41,7 +41,7 @@ def _pyplot():
 
 
 def save_plots(run_dir: str | Path) -> list[Path]:
-    """Write plots/{loss,miou,per_class_iou}.png for the run in `run_dir`; returns the files written
+    """Write plots/{loss,miou,per_class_iou}.png (pose: loss, pck) for the run in `run_dir`; returns the files written
     (none, with a warning, when matplotlib is not installed)."""
     plt = _pyplot()
     if plt is None:
@@ -64,19 +64,10 @@ def save_plots(run_dir: str | Path) -> list[Path]:
         ax_lr.grid(alpha=0.3)
         written.append(_save(fig, out / "loss.png", plt))
     if evals:
-        fig, ax = plt.subplots(figsize=(8, 4))
-        iters = [r["iter"] for r in evals]
-        for key in ("mIoU", "mAcc", "aAcc"):
-            ax.plot(iters, [r[key] if r[key] is not None else float("nan") for r in evals], marker="o", label=key)
-        ax.set_xlabel("iteration")
-        ax.set_ylabel("percent")
-        ax.set_ylim(0, 100)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        written.append(_save(fig, out / "miou.png", plt))
+        written.append(_eval_plot(evals, out, plt))
     metrics_path = run_dir / "metrics.json"
-    if metrics_path.is_file():
-        metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if metrics_path.is_file() else {}
+    if "IoU" in metrics:
         names, values = list(metrics["IoU"]), list(metrics["IoU"].values())
         fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names) + 2), 4))
         ax.bar(range(len(names)), [v or 0.0 for v in values], color="tab:green")
@@ -92,6 +83,21 @@ def save_plots(run_dir: str | Path) -> list[Path]:
         ax.grid(axis="y", alpha=0.3)
         written.append(_save(fig, out / "per_class_iou.png", plt))
     return written
+
+
+def _eval_plot(evals: list[dict], out: Path, plt) -> Path:
+    """miou.png (mIoU, mAcc, aAcc) or, for pose runs, pck.png (PCK@0.1, PCK@0.05) over the evaluations."""
+    pose = "PCK@0.1" in evals[0]
+    fig, ax = plt.subplots(figsize=(8, 4))
+    iters = [r["iter"] for r in evals]
+    for key in ("PCK@0.1", "PCK@0.05") if pose else ("mIoU", "mAcc", "aAcc"):
+        ax.plot(iters, [r.get(key) if r.get(key) is not None else float("nan") for r in evals], marker="o", label=key)
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("percent")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, out / ("pck.png" if pose else "miou.png"), plt)
 
 
 def _save(fig, path: Path, plt) -> Path:
