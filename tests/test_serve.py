@@ -236,3 +236,19 @@ def test_batcher_groups_by_shape_and_matches_single_runs():
         torch.testing.assert_close(out, run_model(model, x), atol=1e-5, rtol=1e-5)
     with pytest.raises(RuntimeError, match="stopped"):
         batcher.submit(inputs[0])
+
+
+def test_readiness_before_and_after_a_failed_load(tmp_path):
+    pytest.importorskip("fastapi")
+    from segformer.serve.app import Metrics, ServerState
+    from segformer.serve.engine import ServeConfig
+
+    state = ServerState(ServeConfig(model=str(tmp_path / "missing")), Metrics())
+    with pytest.raises(RequestError, match="still loading") as info:
+        state.ready()
+    assert info.value.status == 503 and info.value.headers == {"Retry-After": "1"}
+    state.load()
+    with pytest.raises(RequestError, match="loading model .*missing failed") as info:
+        state.ready()
+    assert info.value.status == 500
+    state.close()

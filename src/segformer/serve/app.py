@@ -1,9 +1,10 @@
 """The FastAPI application of `segformer serve`: routes, limits, admission control and Prometheus metrics.
 
 The model loads (and warms up) in a background thread, so `/healthz` answers at once and `/readyz` turns 200
-when the model is ready. Segmentation runs in a thread pool sized to `max_queue`: the event loop only reads
-bodies and writes answers, so health checks are answered while a batch runs. A request is admitted before its
-body is read; past `max_queue` requests in flight the server answers 503 with Retry-After.
+when the model is ready. Segmentation (decoding, `segformer.predict`, encoding) runs in a pool of
+2 x `max_batch` threads (at least 4): the event loop only reads bodies and writes answers, so health checks are
+answered while a batch runs. A request is admitted before its body is read; past `max_queue` requests in flight
+the server answers 503 with Retry-After.
 """
 
 from __future__ import annotations
@@ -57,7 +58,10 @@ class ServerState:
         self.config, self.metrics = config, metrics
         self.segmenter: Segmenter | None = None
         self.error: str | None = None
-        self.pool = ThreadPoolExecutor(max_workers=config.max_queue, thread_name_prefix="segformer-request")
+        # Enough threads to fill two batches (one running, one forming); admitted requests beyond wait for a
+        # thread holding only their encoded body, so at most this many images are decoded at once.
+        workers = min(config.max_queue, max(4, 2 * config.max_batch))
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="segformer-request")
         self.in_flight = 0
         self._lock = threading.Lock()
 
