@@ -88,20 +88,17 @@ class ServerProcess:
         return self.proc.wait(60)
 
 
-def request(port: int, method: str, path: str, body: bytes | None = None, conn=None):
-    """(status, body) or (None, error) when no answer came; reuses `conn` (keep-alive) when given."""
-    own = conn is None
-    conn = conn or http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+def request(port: int, method: str, path: str, body: bytes | None = None):
+    """(status, body) or (None, error) when no answer came."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
     try:
         conn.request(method, path, body=body)
         resp = conn.getresponse()
         return resp.status, resp.read()
     except (OSError, http.client.HTTPException) as exc:
-        conn.close()
         return None, repr(exc)
     finally:
-        if own:
-            conn.close()
+        conn.close()
 
 
 def vanish_mid_upload(port: int, body: bytes) -> None:
@@ -113,8 +110,10 @@ def vanish_mid_upload(port: int, body: bytes) -> None:
 def client(port: int, images: list[bytes], stop_at: float, budget: list[int], bad_fraction: float, seed: int,
            out: list) -> None:
     """Sends requests back to back until the deadline or the shared budget runs out; records each outcome as
-    (kind, status, seconds): kind "good" (must be 200), "garbage" (must be 400) or "vanished" (no answer due)."""
-    rng, conn = random.Random(seed), http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
+    (kind, status, seconds, error): kind "good" (must be 200), "garbage" (must be 400) or "vanished" (no answer
+    due). One connection per request: a kept-alive connection left idle past the server's keep-alive timeout
+    (while this client's previous request waited in the queue) would be closed under a new POST."""
+    rng = random.Random(seed)
     while time.monotonic() < stop_at:
         with BUDGET_LOCK:
             if budget[0] <= 0:
@@ -123,20 +122,18 @@ def client(port: int, images: list[bytes], stop_at: float, budget: list[int], ba
         image, start = rng.choice(images), time.perf_counter()
         if rng.random() < bad_fraction:
             if rng.random() < 0.5:
-                status, _ = request(port, "POST", "/v1/segment", image[: len(image) // 3][::-1])
-                out.append(("garbage", status, time.perf_counter() - start))
+                status, answer = request(port, "POST", "/v1/segment", image[: len(image) // 3][::-1])
+                out.append(("garbage", status, time.perf_counter() - start, answer if status is None else None))
             else:
                 vanish_mid_upload(port, image)
-                out.append(("vanished", None, time.perf_counter() - start))
+                out.append(("vanished", None, time.perf_counter() - start, None))
             continue
-        status, _ = request(port, "POST", "/v1/segment", image, conn)
-        if status is None:
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=TIMEOUT)
-        out.append(("good", status, time.perf_counter() - start))
-    conn.close()
+        status, answer = request(port, "POST", "/v1/segment", image)
+        out.append(("good", status, time.perf_counter() - start, answer if status != 200 else None))
 
 
 BUDGET_LOCK = threading.Lock()
+SERVERS = ("batching", "no-batching")  # --max-batch N --max-wait-ms 10, or --max-batch 1
 
 
 def batch_stats(port: int) -> tuple[float, float]:
@@ -165,21 +162,19 @@ def run_level(server: ServerProcess, images, clients: int, duration: float, max_
 
 def summarise(outcomes, rss, elapsed, clients, mean_batch) -> dict:
     good = [o for o in outcomes if o[0] == "good"]
-    ok = np.array([s for k, st, s in good if st == 200])
+    ok = np.array([seconds for _, status, seconds, _ in good if status == 200])
     garbage = [o for o in outcomes if o[0] == "garbage"]
-    times = np.array([t for t, _ in rss])
-    mem = np.array([m for _, m in rss])
-    second = mem[(times >= 10) & (times < 20)]
-    last = mem[times >= times.max() - 10]
+    times, mem = np.array([t for t, _ in rss]), np.array([m for _, m in rss])
+    second, last = mem[(times >= 10) & (times < 20)], mem[times >= times.max() - 10]
+    percentile = lambda q: float(np.percentile(ok, q) * 1000) if ok.size else None  # noqa: E731
     return {
         "clients": clients, "seconds": round(elapsed, 1), "requests": len(outcomes), "well_formed": len(good),
         "ok": int(ok.size), "throughput": ok.size / elapsed,
-        "p50_ms": float(np.percentile(ok, 50) * 1000) if ok.size else None,
-        "p95_ms": float(np.percentile(ok, 95) * 1000) if ok.size else None,
-        "p99_ms": float(np.percentile(ok, 99) * 1000) if ok.size else None,
-        "errors": sum(1 for k, st, _ in good if st is not None and st != 200),
-        "lost": sum(1 for k, st, _ in good if st is None),
-        "garbage_sent": len(garbage), "garbage_400": sum(1 for _, st, _ in garbage if st == 400),
+        "p50_ms": percentile(50), "p95_ms": percentile(95), "p99_ms": percentile(99),
+        "errors": sum(1 for o in good if o[1] is not None and o[1] != 200),
+        "lost": sum(1 for o in good if o[1] is None),
+        "failures": sorted({str(o[3])[:200] for o in good if o[1] != 200})[:5],
+        "garbage_sent": len(garbage), "garbage_400": sum(1 for o in garbage if o[1] == 400),
         "vanished": sum(1 for o in outcomes if o[0] == "vanished"),
         "mean_batch": round(mean_batch, 2), "peak_rss_mib": float(mem.max()),
         "rss_second_10s_mib": float(second.max()) if second.size else None,
@@ -195,6 +190,7 @@ def main() -> int:
     p.add_argument("--bad-fraction", type=float, default=0.05, help="malformed or abandoned requests (default 0.05)")
     p.add_argument("--size", type=int, default=512, help="image side (default 512)")
     p.add_argument("--max-batch", type=int, default=8, help="the batching server's --max-batch (default 8)")
+    p.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS), help="which servers to run")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     retain_freed_memory()  # as the segformer command does in the server
@@ -205,9 +201,9 @@ def main() -> int:
     offline = offline_throughput(work / "b0", images, args.max_batch, max(10.0, args.duration / 3))
     print(f"offline segformer.inference.whole, batch {args.max_batch}: {offline:.2f} images/s", flush=True)
     results = {"offline_images_per_s": offline, "runs": []}
-    for name, flags in [("batching", ["--max-batch", str(args.max_batch), "--max-wait-ms", "10"]),
-                        ("no batching", ["--max-batch", "1"])]:
-        server = ServerProcess(work / "b0", flags, work / f"{name.replace(' ', '_')}.log")
+    for name in args.servers:
+        flags = ["--max-batch", str(args.max_batch if name == "batching" else 1), "--max-wait-ms", "10"]
+        server = ServerProcess(work / "b0", flags, work / f"{name}.log")
         try:
             for clients in args.levels:
                 row = {"server": name, **run_level(server, images, clients, args.duration, args.max_requests,

@@ -103,6 +103,7 @@ def test_model_health_metrics_and_page(server):
     status, headers, page = server.request("GET", "/")
     assert status == 200 and b"<canvas" in page and b"http" not in page.split(b"<script>")[1]  # no CDN
     assert server.request("GET", "/example.jpg")[2] == IMAGE
+    assert server.request("POST", "/v1/segment", IMAGE)[0] == 200
     status, headers, text = server.request("GET", "/metrics")
     assert status == 200 and headers["content-type"].startswith("text/plain")
     text = text.decode()

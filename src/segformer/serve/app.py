@@ -68,7 +68,7 @@ class ServerState:
     def load(self) -> None:
         try:
             segmenter = Segmenter(self.config, on_batch=self.metrics.batch_size.observe)
-            segmenter.warm_up()
+            segmenter.warm_up(self.pool)
             self.segmenter = segmenter
             log.info("model %s loaded and warmed up; ready", self.config.model)
         except Exception as exc:  # reported by /readyz and every request, instead of a dead thread

@@ -9,6 +9,7 @@ import logging
 import time
 import warnings
 from collections.abc import Mapping
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass
 from importlib import resources
 
@@ -17,7 +18,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..checkpoints import load_model
 from ..data.palettes import get_class_names, get_palette
-from ..inference import check_options, predict
+from ..inference import check_options, predict, run_model
 from ..preprocess import ImageProcessor, to_rgb_array
 from ..visualize import overlay
 from .batcher import BatchedModel, DynamicBatcher
@@ -193,9 +194,17 @@ class Segmenter:
     def close(self) -> None:
         self.batcher.stop()
 
-    def warm_up(self) -> None:
-        """One full request on the bundled example, so the first user does not pay for lazy initialisation."""
-        self.segment(example_bytes(), SegmentOptions())
+    def warm_up(self, pool: Executor | None = None) -> None:
+        """A forward pass on a full batch of the bundled example, then `max_batch` requests at once (in `pool`),
+        so that the first users do not pay for lazy initialisation and the process reaches its working-set
+        memory before it is ready (with freed memory retained, RSS then stays flat under load)."""
+        rgb = decode_image(example_bytes(), self.config.max_pixels)
+        x = self.config.processor([rgb] * self.config.max_batch)["pixel_values"].to(self.config.device)
+        run_model(self.model, x, self.config.dtype)
+        requests = [(pool.submit if pool else _now)(self.segment, example_bytes(), SegmentOptions())
+                    for _ in range(self.config.max_batch if pool else 1)]
+        for request in requests:
+            request.result()
 
     def labels(self, rgb: np.ndarray, opts: SegmentOptions) -> np.ndarray:
         return predict(self.batched, rgb, mode=opts.mode, processor=self.config.processor, crop_size=opts.crop,
@@ -244,6 +253,13 @@ class Segmenter:
                        "max_queue": cfg.max_queue},
             "formats": list(FORMATS), "modes": ["whole", "slide"],
         }
+
+
+def _now(fn, *args) -> Future:
+    """`fn(*args)` run at once, as a finished future (warm-up without a pool)."""
+    future = Future()
+    future.set_result(fn(*args))
+    return future
 
 
 def example_bytes() -> bytes:
