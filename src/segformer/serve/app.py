@@ -60,15 +60,15 @@ class ServerState:
         self.error: str | None = None
         # Enough threads to fill two batches (one running, one forming); admitted requests beyond wait for a
         # thread holding only their encoded body, so at most this many images are decoded at once.
-        workers = min(config.max_queue, max(4, 2 * config.max_batch))
-        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="segformer-request")
+        self.workers = min(config.max_queue, max(4, 2 * config.max_batch))
+        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="segformer-request")
         self.in_flight = 0
         self._lock = threading.Lock()
 
     def load(self) -> None:
         try:
             segmenter = Segmenter(self.config, on_batch=self.metrics.batch_size.observe)
-            segmenter.warm_up(self.pool)
+            segmenter.warm_up(self.pool, self.workers)
             self.segmenter = segmenter
             log.info("model %s loaded and warmed up; ready", self.config.model)
         except Exception as exc:  # reported by /readyz and every request, instead of a dead thread

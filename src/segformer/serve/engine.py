@@ -194,15 +194,15 @@ class Segmenter:
     def close(self) -> None:
         self.batcher.stop()
 
-    def warm_up(self, pool: Executor | None = None) -> None:
-        """A forward pass on a full batch of the bundled example, then `max_batch` requests at once (in `pool`),
-        so that the first users do not pay for lazy initialisation and the process reaches its working-set
-        memory before it is ready (with freed memory retained, RSS then stays flat under load)."""
+    def warm_up(self, pool: Executor | None = None, concurrency: int = 1) -> None:
+        """A forward pass on a full batch of the bundled example, then `concurrency` requests at once (in `pool`,
+        one per thread), so that the first users do not pay for lazy initialisation and each thread reaches its
+        working-set memory before the server is ready (with freed memory retained, RSS then stays flatter)."""
         rgb = decode_image(example_bytes(), self.config.max_pixels)
         x = self.config.processor([rgb] * self.config.max_batch)["pixel_values"].to(self.config.device)
         run_model(self.model, x, self.config.dtype)
         requests = [(pool.submit if pool else _now)(self.segment, example_bytes(), SegmentOptions())
-                    for _ in range(self.config.max_batch if pool else 1)]
+                    for _ in range(concurrency if pool else 1)]
         for request in requests:
             request.result()
 
