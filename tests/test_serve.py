@@ -253,3 +253,36 @@ def test_readiness_before_and_after_a_failed_load(tmp_path):
         state.ready()
     assert info.value.status == 500
     state.close()
+
+
+def test_pose_model_answers_keypoints(tmp_path):
+    """A pose model (served in-process): /v1/keypoints equals `predict_keypoints`; /v1/segment says where to go."""
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    import segformer
+    from segformer.pose_inference import predict_keypoints
+    from segformer.preprocess import to_rgb_array
+    from segformer.serve import ServeConfig, create_app
+
+    torch.manual_seed(0)
+    model = segformer.create_model("segformer-b0-pose", depths=(1, 1, 1, 1)).eval()
+    model.save_pretrained(tmp_path / "pose")
+    with TestClient(create_app(ServeConfig(model=str(tmp_path / "pose"), max_batch=2))) as client:
+        deadline = time.monotonic() + 120
+        while client.get("/readyz").status_code != 200:
+            assert time.monotonic() < deadline, client.get("/readyz").json()
+            time.sleep(0.2)
+        assert client.get("/v1/model").json()["task"] == "pose"
+        answer = client.post("/v1/keypoints?boxes=10,20,200,290;150,0,440,280", content=IMAGE)
+        wrong = client.post("/v1/segment", content=IMAGE)
+        bad = client.post("/v1/keypoints?boxes=10,20,5,290", content=IMAGE)
+    assert answer.status_code == 200, answer.text
+    people = answer.json()["people"]
+    boxes = np.array([[10, 20, 200, 290], [150, 0, 440, 280]], dtype=np.float32)
+    points, scores = predict_keypoints(segformer.load_model(tmp_path / "pose").eval(), to_rgb_array(EXAMPLE), boxes)
+    assert [p["box"] for p in people] == boxes.tolist()
+    np.testing.assert_allclose(np.array([p["keypoints"] for p in people]),
+                               np.concatenate([points, scores[..., None]], 2), atol=0.006)
+    assert wrong.status_code == 400 and "/v1/keypoints" in wrong.json()["error"]
+    assert bad.status_code == 400 and "x2 > x1" in bad.json()["error"]

@@ -27,9 +27,10 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from .engine import RequestError, Segmenter, ServeConfig, example_bytes, parse_options
+from .pose import parse_pose_options
 
 log = logging.getLogger(__name__)
-ROUTES = ("/", "/example.jpg", "/healthz", "/readyz", "/metrics", "/v1/model", "/v1/segment")
+ROUTES = ("/", "/example.jpg", "/healthz", "/readyz", "/metrics", "/v1/model", "/v1/segment", "/v1/keypoints")
 CLIENT_CLOSED = 499  # nginx's code for a client that went away before the answer
 
 
@@ -216,9 +217,7 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
     async def model_info():
         return state.ready().describe()
 
-    @app.post("/v1/segment")
-    async def segment(request: Request):
-        opts = parse_options(request.query_params)
+    async def answer(request: Request, work, opts) -> Response:
         segmenter = state.ready()
         with state.admit():
             try:
@@ -226,8 +225,16 @@ def _add_routes(app: FastAPI, state: ServerState) -> None:
             except ClientDisconnect:
                 return Response(status_code=CLIENT_CLOSED)
             loop = asyncio.get_running_loop()
-            body, media_type, seconds = await loop.run_in_executor(state.pool, segmenter.segment, data, opts)
+            body, media_type, seconds = await loop.run_in_executor(state.pool, getattr(segmenter, work), data, opts)
         return Response(body, media_type=media_type, headers={"X-Latency-Ms": f"{1000 * seconds:.2f}"})
+
+    @app.post("/v1/segment")
+    async def segment(request: Request):
+        return await answer(request, "segment", parse_options(request.query_params))
+
+    @app.post("/v1/keypoints")
+    async def keypoints(request: Request):
+        return await answer(request, "keypoints", parse_pose_options(request.query_params))
 
 
 def create_app(config: ServeConfig) -> FastAPI:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import logging
 import time
 import warnings
@@ -177,9 +178,10 @@ class Segmenter:
         self.config = config
         model = load_model(config.model, **({"token_merging": config.token_merging} if config.token_merging else {}))
         model_config = getattr(model, "config", None)
-        if getattr(model_config, "task", None) != "segmentation":
-            raise ValueError(f"model {config.model} has no segmentation head "
-                             f"(task: {getattr(model_config, 'task', 'encoder')})")
+        self.task = getattr(model_config, "task", None)
+        if self.task not in ("segmentation", "pose"):
+            raise ValueError(f"model {config.model} has no segmentation or pose head "
+                             f"(task: {self.task or 'encoder'})")
         if model_config.num_classes > 65536:
             raise ValueError(f"model {config.model} has {model_config.num_classes} classes; PNG label maps hold at "
                              f"most 65536")
@@ -201,7 +203,8 @@ class Segmenter:
         rgb = decode_image(example_bytes(), self.config.max_pixels)
         x = self.config.processor([rgb] * self.config.max_batch)["pixel_values"].to(self.config.device)
         run_model(self.model, x, self.config.dtype)
-        requests = [(pool.submit if pool else _now)(self.segment, example_bytes(), SegmentOptions())
+        work, opts = (self.segment, SegmentOptions()) if self.task == "segmentation" else (self.keypoints, None)
+        requests = [(pool.submit if pool else _now)(work, example_bytes(), opts)
                     for _ in range(concurrency if pool else 1)]
         for request in requests:
             request.result()
@@ -213,6 +216,9 @@ class Segmenter:
     def segment(self, data: bytes, opts: SegmentOptions) -> tuple[bytes, str, float]:
         """(body, media type, seconds spent) of the answer to one request."""
         start = time.perf_counter()
+        if self.task != "segmentation":
+            raise RequestError(400, f"model {self.config.model} is a {self.task} model: POST the image to "
+                                    f"/v1/keypoints (optionally ?boxes=x1,y1,x2,y2;...)")
         rgb = decode_image(data, self.config.max_pixels)
         labels = self.labels(rgb, opts)
         if opts.format == "png":
@@ -222,11 +228,26 @@ class Segmenter:
             picture = Image.fromarray(overlay(rgb, labels, self.palette, opts.opacity))
             picture.save(buf, format="JPEG", quality=90, subsampling=0)  # 4:4:4: label edges stay sharp
             return buf.getvalue(), FORMATS["overlay"], time.perf_counter() - start
-        import json
-
         summary = self.summary(labels, opts.rle)
         summary["latency_ms"] = round(1000 * (time.perf_counter() - start), 2)
         return json.dumps(summary).encode(), FORMATS["json"], time.perf_counter() - start
+
+    def keypoints(self, data: bytes, opts=None) -> tuple[bytes, str, float]:
+        """(JSON body, media type, seconds spent) of a pose model's answer: keypoints of the people in the boxes."""
+        from ..pose_inference import predict_keypoints
+        from .pose import PoseOptions, meta_for, people_json
+
+        start, opts = time.perf_counter(), opts or PoseOptions()
+        if self.task != "pose":
+            raise RequestError(400, f"model {self.config.model} is a {self.task} model: POST the image to "
+                                    f"/v1/segment")
+        rgb = decode_image(data, self.config.max_pixels)
+        meta = meta_for(self.model_config.class_names)
+        points, scores = predict_keypoints(self.batched, rgb, opts.boxes, meta=meta, flip_test=opts.flip)
+        answer = {"height": rgb.shape[0], "width": rgb.shape[1], "names": list(meta.names),
+                  "people": people_json(points, scores, opts.boxes, rgb.shape),
+                  "latency_ms": round(1000 * (time.perf_counter() - start), 2)}
+        return json.dumps(answer).encode(), FORMATS["json"], time.perf_counter() - start
 
     def summary(self, labels: np.ndarray, with_masks: bool = False) -> dict:
         """Per-class pixel areas (largest first) and, if asked, each present class's RLE mask."""
@@ -244,6 +265,7 @@ class Segmenter:
         cfg, mc = self.config, self.model_config
         return {
             "source": str(cfg.model), "name": getattr(mc, "name", None), "architecture": type(self.model).__name__,
+            "task": self.task,
             "num_classes": self.num_classes, "classes": self.class_names,
             "palette": [[int(v) for v in rgb] for rgb in self.palette[:self.num_classes]],
             "input": dataclasses.asdict(cfg.processor), "token_merging": getattr(mc, "token_merging", None),
