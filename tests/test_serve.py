@@ -184,7 +184,7 @@ def test_full_queue_503_then_disconnects_do_not_disturb(server):
 
 
 def test_sigterm_finishes_in_flight_requests_then_exits_0(served_model, tmp_path):
-    srv = Server(served_model, log=tmp_path / "server.log")
+    srv = Server(served_model, "--max-batch", "2", "--max-queue", "4", log=tmp_path / "server.log")
     try:
         sock = socket.create_connection(("127.0.0.1", srv.port))
         head = f"POST /v1/segment?format=json HTTP/1.1\r\nHost: x\r\nContent-Length: {len(IMAGE)}\r\n\r\n"
