@@ -1,7 +1,7 @@
 """SegFormer-B0 pose from scratch on the synthetic stick-figure set: PCK@0.1 / PCK@0.05 (flip test) on the
 validation split, then the same trained model with SegFormer++ token merging (HQ, fast, 2x2) without retraining.
 
-    .venv/bin/python benchmarks/pose_synthetic.py --out runs/pose_bench [--iters 1500] [--size 96 72]
+    .venv/bin/python benchmarks/pose_synthetic.py --out runs/pose_bench [--iters 600] [--size 64 48]
 
 Prints a JSON summary (and writes it to OUT/summary.json): the training time and per-iteration seconds, and
 PCK for each merging setting. The training run itself is in OUT/run (log.jsonl, final/).
@@ -26,8 +26,8 @@ from segformer.training.trainer import train
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", required=True)
-    parser.add_argument("--iters", type=int, default=1500)
-    parser.add_argument("--size", type=int, nargs=2, default=[96, 72], help="input H W")
+    parser.add_argument("--iters", type=int, default=600)
+    parser.add_argument("--size", type=int, nargs=2, default=[64, 48], help="input H W (merging needs >= 128 96)")
     parser.add_argument("--train", type=int, default=400)
     parser.add_argument("--val", type=int, default=100)
     parser.add_argument("--lr", type=float, default=2e-3)
