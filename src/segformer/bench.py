@@ -162,12 +162,17 @@ def hf_twin(model: nn.Module) -> nn.Module:
 
 def benchmark(model: nn.Module, height: int, width: int, *, batch: int = 1, dtype: str = "float32",
               device: str = "cpu", runs: int = 10, warmup: int = 2, train: bool = False,
-              reference: nn.Module | None = None) -> dict:
+              reference: nn.Module | None = None, runner: nn.Module | None = None) -> dict:
     """Time `model` (and `reference`, a transformers twin, interleaved round by round) on one random batch.
 
     Returns a flat dict of every reported number; latencies in seconds, memory in bytes. With a reference
     in inference mode, `hf_max_abs_diff` is the fp32 (no autocast) logit difference: the parity check.
+    `runner`: what runs `model` instead of itself (a `segformer.runtimes` runner; inference only); the
+    multiply-adds are still counted on `model`.
     """
+    if runner is not None and train:
+        raise ValueError("a runtime runner (onnxruntime, openvino) runs inference only; use --runtime torch "
+                         "with --train")
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     if runs < 1 or warmup < 0 or batch < 1:
@@ -181,12 +186,13 @@ def benchmark(model: nn.Module, height: int, width: int, *, batch: int = 1, dtyp
     if train:
         num_classes = model.config.num_classes
         labels = torch.randint(0, num_classes, (batch, height, width), generator=gen).to(dev)
-    candidates = {"": _step_fn(model, x, labels, DTYPES[dtype], hf=False)}
+    timed = model if runner is None else runner
+    candidates = {"": _step_fn(timed, x, labels, DTYPES[dtype], hf=False)}
     if reference is not None:
         reference.to(dev)
         if not train:
             with torch.inference_mode():
-                ours, theirs = model.eval()(x), reference.eval()(pixel_values=x).logits
+                ours, theirs = timed.eval()(x), reference.eval()(pixel_values=x).logits
             result["hf_max_abs_diff"] = (ours.float() - theirs.float()).abs().max().item()
         candidates["hf_"] = _step_fn(reference, x, labels, DTYPES[dtype], hf=True)
     times: dict[str, list[float]] = {k: [] for k in candidates}

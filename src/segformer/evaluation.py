@@ -113,6 +113,12 @@ def _logits(model: torch.nn.Module, x: torch.Tensor, mode: str, crop_size, strid
     return inference.whole(model, x, dtype=dtype)
 
 
+def first_input(dataset: SegmentationDataset, scale: tuple[int, int] | None = None, index: int = 0) -> torch.Tensor:
+    """Image `index` (default the first) as `evaluate` feeds it to the model: (3, H, W), resized into `scale`
+    or the dataset's recipe and normalised."""
+    return TestTransform(scale if scale is not None else dataset.scale)(*dataset[index])[0]
+
+
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset: SegmentationDataset, *, scale: tuple[int, int] | None = None,
              mode: str = "whole", crop_size: tuple[int, int] | None = None, stride: tuple[int, int] | None = None,
@@ -132,7 +138,8 @@ def evaluate(model: torch.nn.Module, dataset: SegmentationDataset, *, scale: tup
         raise ValueError("mode='slide' needs crop_size and stride")
     scale = scale if scale is not None else dataset.scale
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
-    device = next(model.parameters()).device
+    param = next(model.parameters(), None)  # a runtime runner (segformer.runtimes) has none: CPU
+    device = param.device if param is not None else torch.device("cpu")
     metric = IoUMetric(dataset.num_classes, dataset.ignore_index, dataset.class_names)
     shard = torch.utils.data.Subset(TransformedDataset(dataset, TestTransform(scale)), range(rank, len(dataset), world))
     loader = torch.utils.data.DataLoader(shard, batch_size=1, num_workers=num_workers)

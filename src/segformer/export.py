@@ -33,10 +33,13 @@ def _in_channels(model: nn.Module) -> int:
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, size: tuple[int, int] = (512, 512), batch: int = 1,
-                dynamic: bool = False, opset: int = 17, overwrite: bool = False) -> Path:
+                dynamic: bool = False, opset: int = 17, overwrite: bool = False,
+                metadata: dict[str, str] | None = None) -> Path:
     """Write `model` (eval mode, float32, CPU) as an ONNX graph `pixel_values` -> `logits`, atomically.
 
     dynamic: keep batch, height and width symbolic (otherwise the graph only accepts `batch x 3 x size`).
+    metadata: strings stored in the file's `metadata_props` (`runtimes.base.metadata`: config, class names,
+    test pipeline).
     """
     _require_onnx()
     path = Path(path)
@@ -55,17 +58,28 @@ def export_onnx(model: nn.Module, path: str | Path, *, size: tuple[int, int] = (
             warnings.simplefilter("ignore", DeprecationWarning)
             torch.onnx.export(model, (x,), tmp, dynamo=False, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                               dynamic_axes=axes, opset_version=opset, do_constant_folding=True)
+        if metadata:
+            import onnx
+
+            graph = onnx.load(tmp)
+            onnx.helper.set_model_props(graph, metadata)
+            onnx.save(graph, tmp)
 
     return atomic_write(path, write, overwrite)
 
 
 def verify_onnx(model: nn.Module, path: str | Path, sizes: list[tuple[int, int]], batch: int = 1,
-                seed: int = 0) -> list[float]:
-    """Max abs difference between onnxruntime (CPU) and PyTorch logits, one random input per size."""
-    _require_onnx()
-    import onnxruntime as ort
+                seed: int = 0, runner: nn.Module | None = None) -> list[float]:
+    """Max abs difference between onnxruntime (CPU) and PyTorch logits, one random input per size.
+    `runner`: another module to compare instead of onnxruntime on `path` (e.g. an OpenVINO runner)."""
+    if runner is None:
+        _require_onnx()
+        import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+        def runner(x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})[0])
     model = model.eval().float().cpu()
     gen = torch.Generator().manual_seed(seed)
     diffs = []
@@ -73,9 +87,9 @@ def verify_onnx(model: nn.Module, path: str | Path, sizes: list[tuple[int, int]]
         x = torch.randn(batch, _in_channels(model), height, width, generator=gen)
         with torch.inference_mode():
             expected = model(x).numpy()
-        (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+            got = runner(x).numpy()
         if got.shape != expected.shape:
-            raise RuntimeError(f"{path}: onnxruntime returned {got.shape} for input {tuple(x.shape)}, PyTorch "
+            raise RuntimeError(f"{path}: the runtime returned {got.shape} for input {tuple(x.shape)}, PyTorch "
                                f"{expected.shape} (exported without dynamic=True?)")
         diffs.append(float(np.abs(got - expected).max()))
     return diffs

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .common import _load_for_bench, _size
+from .runtimes import _add_runtime, choose_runtime
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -26,6 +27,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--warmup", type=int, default=2, help="untimed runs first (default 2)")
     p.add_argument("--json", metavar="OUT", help="also write every number (and the settings) to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    _add_runtime(p)
     p.set_defaults(func=_run_bench)
 
 
@@ -36,6 +38,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     from ..bench import benchmark, hf_twin
     from ..checkpoints.io import write_json
+    from ..runtimes import runtime_of
 
     height, width = _size(args.size, "--size")
     out = Path(args.json) if args.json else None
@@ -46,9 +49,16 @@ def _run_bench(args: argparse.Namespace) -> int:
     if args.token_merging is not None:
         model.set_token_merging(args.token_merging)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    runner, runtime = None, "torch"
+    if not args.train:
+        runner, _ = choose_runtime(model.to(device).eval(), args.runtime, device=device, dtype=args.dtype,
+                                   size=(height, width))
+        runtime = runtime_of(runner)
+        runner = None if runner is model else runner
     r = benchmark(model, height, width, batch=args.batch, dtype=args.dtype, device=device, runs=args.runs,
-                  warmup=args.warmup, train=args.train, reference=reference)
+                  warmup=args.warmup, train=args.train, reference=reference, runner=runner)
     settings = {"model": args.model, "size": [height, width], "batch": args.batch, "dtype": args.dtype,
+                "runtime": runtime,
                 "token_merging": args.token_merging, "mode": "train" if args.train else "inference",
                 "device": device, "runs": args.runs, "warmup": args.warmup}
     mib = 2.0 ** 20
@@ -57,7 +67,7 @@ def _run_bench(args: argparse.Namespace) -> int:
         peak, increase = r[prefix + "peak_memory_bytes"], r[prefix + "peak_memory_increase_bytes"]
         return "n/a" if peak is None else f"{peak / mib:.0f} MiB (+{(increase or 0) / mib:.0f} during the step)"
 
-    print(f"{args.model} {height}x{width} batch {args.batch} {args.dtype} {settings['mode']} on {device} "
+    print(f"{args.model} {height}x{width} batch {args.batch} {args.dtype} {settings['mode']} on {device} ({runtime}) "
           f"(torch {r['torch']}, {r['threads']} threads)")
     print(f"params {r['params']:,}  GMACs {r['gmacs']:.2f} (executed {r['gmacs_executed']:.2f}, attention "
           f"{r['attention_gmacs']:.2f})")

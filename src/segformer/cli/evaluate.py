@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 
 from .common import _hw
+from .runtimes import _add_runtime, choose_runtime, load_source
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score a model on a dataset: aAcc, mIoU, mAcc and per-class IoU/Acc (as mmseg)")
-    p.add_argument("--model", required=True, help="hub id, zoo preset, HF directory or checkpoint file")
+    p.add_argument("--model", required=True, help="hub id, zoo preset, HF directory, checkpoint file, or an exported "
+                                                   ".onnx / OpenVINO .xml")
     p.add_argument("--data", required=True, help="dataset root: ADE20K, Cityscapes or folder layout (detected)")
     p.add_argument("--split", default="val", help="split to score (default val)")
     p.add_argument("--mode", choices=["whole", "slide"], default="whole", help="inference mode (default whole)")
@@ -29,6 +31,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--num-workers", type=int, default=2, help="data loading workers (default 2)")
     p.add_argument("--json", metavar="OUT", help="write the metrics (and the settings) to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    _add_runtime(p)
     p.set_defaults(func=_run_eval)
 
 
@@ -41,9 +44,8 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     import torch
 
-    from .. import load_model
     from ..data.datasets import open_dataset
-    from ..evaluation import evaluate
+    from ..evaluation import evaluate, first_input
 
     crop, stride = _hw(args.crop, "--crop"), _hw(args.stride, "--stride")
     if args.mode == "slide" and (crop is None or stride is None):
@@ -51,8 +53,8 @@ def _run_eval(args: argparse.Namespace) -> int:
     out = Path(args.json) if args.json else None
     if out is not None and out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    overrides = {"token_merging": args.token_merging} if args.token_merging else {}
-    model = load_model(args.model, **overrides)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    model = load_source(args.model, args.runtime, device=device, dtype=args.dtype, token_merging=args.token_merging)
     if getattr(getattr(model, "config", None), "task", None) == "pose":
         from .evaluate_pose import run_pose_eval
 
@@ -62,10 +64,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     if num_classes is not None and num_classes != dataset.num_classes:
         raise ValueError(f"model {args.model} predicts {num_classes} classes but dataset {args.data} has "
                          f"{dataset.num_classes}")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    model.to(device)
-    result = evaluate(model, dataset, scale=tuple(args.scale) if args.scale else None, mode=args.mode,
-                      crop_size=crop, stride=stride, scales=args.scales, flip=args.flip, dtype=args.dtype,
+    scale = tuple(args.scale) if args.scale else None
+    size = crop if args.mode == "slide" else tuple(first_input(dataset, scale).shape[-2:])
+    model, dtype = choose_runtime(model, args.runtime, device=device, dtype=args.dtype, size=size)
+    result = evaluate(model, dataset, scale=scale, mode=args.mode,
+                      crop_size=crop, stride=stride, scales=args.scales, flip=args.flip, dtype=dtype,
                       num_workers=args.num_workers)
 
     def fmt(v: float) -> str:

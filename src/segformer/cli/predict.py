@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from .common import _add_resize_args, _hw, _processor
+from .runtimes import _add_runtime, choose_runtime, forward_size, load_source
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:
@@ -16,7 +17,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                     "sub-folders are kept. Under `torchrun --nproc-per-node N segformer predict ...` each process "
                     "takes every N-th image. Exit code 1 if any image failed (it is reported and skipped).")
     p.add_argument("inputs", nargs="+", help="image files, folders or glob patterns (quote them)")
-    p.add_argument("--model", required=True, help="hub id, zoo preset, HF directory or checkpoint file")
+    p.add_argument("--model", required=True, help="hub id, zoo preset, HF directory, checkpoint file, or an exported "
+                   ".onnx / OpenVINO .xml")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--mode", choices=["whole", "slide"], default="whole", help="inference mode (default whole)")
     p.add_argument("--crop", type=int, nargs="+", metavar="N", help="slide window: H W, or one int (default 512)")
@@ -26,7 +28,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                    help="multi-scale test ratios, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
     p.add_argument("--flip", action="store_true", help="add horizontally flipped runs (test-time augmentation)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available, else cpu)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="autocast dtype")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+                   help="autocast dtype; bfloat16 runs float32 (with a warning) on a CPU where it would be slower")
     p.add_argument("--batch-size", type=int, default=1, help="slide windows per forward pass (default 1)")
     p.add_argument("--palette", choices=["auto", "ade20k", "cityscapes", "generated"], default="auto",
                    help="overlay colours (auto: ADE20K for 150 classes, Cityscapes for 19, else generated)")
@@ -41,6 +44,7 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
                         "pose input H W, default 384 288). Writes NAME_pose.png and NAME_keypoints.json")
     p.add_argument("--box-threshold", type=float, default=0.3, help="pose: minimum detection score (default 0.3)")
     p.add_argument("--no-flip-test", action="store_true", help="pose: skip the flip test (on by default)")
+    _add_runtime(p)
     p.set_defaults(func=_run_predict)
 
 
@@ -92,7 +96,6 @@ def _run_predict(args: argparse.Namespace) -> int:
     import torch.distributed as dist
     from tqdm import tqdm
 
-    from .. import load_model
     from ..data.palettes import get_class_names, get_palette
     from ..inference import check_options, collect_images, predict, shard
     from ..preprocess import to_rgb_array
@@ -104,8 +107,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     check_options(mode=args.mode, crop_size=crop, stride=stride, scales=args.scales, batch_size=args.batch_size)
     processor = _processor(args)
     out = Path(args.out)
-    overrides = {"token_merging": args.token_merging} if args.token_merging else {}
-    model = load_model(args.model, **overrides)
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and world > 1:
+        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"  # one GPU per process
+    model = load_source(args.model, args.runtime, device=device, dtype=args.dtype, token_merging=args.token_merging)
     config = getattr(model, "config", None)
     if getattr(config, "task", None) == "pose":
         from .predict_pose import run_pose_predict
@@ -113,7 +119,6 @@ def _run_predict(args: argparse.Namespace) -> int:
         return run_pose_predict(args, model, collect_images(args.inputs, exclude=out))
     # Every process checks every output before any writes, so they all refuse (or all go) together.
     jobs = _predict_outputs(collect_images(args.inputs, exclude=out), out, not args.no_overlay, args.overwrite)
-    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world > 1:
         dist.init_process_group("gloo")
         dist.barrier()
@@ -121,10 +126,8 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"model {args.model} has no segmentation head (task: {getattr(config, 'task', 'encoder')})")
     if config.num_classes > 65536:
         raise ValueError(f"model {args.model} has {config.num_classes} classes; PNG label maps hold at most 65536")
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and world > 1:
-        device = f"cuda:{os.environ.get('LOCAL_RANK', 0)}"  # one GPU per process
-    model.to(device).eval()
+    model, dtype = choose_runtime(model, args.runtime, device=device, dtype=args.dtype,
+                                  size=forward_size(processor, args.mode, crop, jobs[0][0]))
     palette_name = None if args.palette == "auto" else args.palette
     palette = get_palette(config.num_classes, palette_name)
     names = config.class_names or get_class_names(config.num_classes, palette_name)
@@ -133,7 +136,7 @@ def _run_predict(args: argparse.Namespace) -> int:
         try:
             rgb = to_rgb_array(image)
             labels = predict(model, rgb, mode=args.mode, processor=processor, crop_size=crop, stride=stride,
-                             scales=args.scales, flip=args.flip, dtype=args.dtype, batch_size=args.batch_size)
+                             scales=args.scales, flip=args.flip, dtype=dtype, batch_size=args.batch_size)
             _save_png(labels, label_path)
             if overlay_path is not None:
                 _save_png(render(rgb, labels, config.num_classes, palette=palette, class_names=names,

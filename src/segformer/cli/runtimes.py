@@ -1,0 +1,61 @@
+"""`--runtime` for predict, eval and bench: load a model or an exported file and pick what runs it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+RUNTIME_ENV = "SEGFORMER_RUNTIME"
+CHOICES = ["auto", "torch", "onnxruntime", "openvino"]
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    default = os.environ.get(RUNTIME_ENV, "auto")
+    p.add_argument("--runtime", choices=CHOICES, default=default if default in CHOICES else "auto",
+                   help="what runs the model on the CPU: auto (default; OpenVINO when installed and faster here for "
+                        "this model and input size, by a short timed probe cached in ~/.cache/segformer; else "
+                        "PyTorch), torch, onnxruntime or openvino (our ONNX export converted on the fly). "
+                        f"An exported .onnx or .xml --model needs no conversion. Default from ${RUNTIME_ENV}.")
+
+
+def forward_size(processor, mode: str, crop: tuple[int, int] | None, first_image) -> tuple[int, int]:
+    """The (H, W) of one forward pass: the slide window, or the first image after the processor's resize."""
+    if mode == "slide" and crop is not None:
+        return crop
+    if processor.size is not None and processor.size_divisor is None:
+        return tuple(processor.size)
+    from PIL import Image
+
+    with Image.open(first_image) as image:  # reads the header only
+        width, height = image.size
+    return processor.resize_steps(height, width)[-1]
+
+
+def load_source(source: str, runtime: str, *, device: str, dtype: str, token_merging: str | None = None):
+    """Our PyTorch model (on `device`, eval mode), or the runner of an exported .onnx / .xml file."""
+    from .. import load_model
+    from ..runtimes import is_exported, load_runner
+
+    if not is_exported(source):
+        model = load_model(source, **({"token_merging": token_merging} if token_merging else {}))
+        return model.to(device).eval()
+    if device != "cpu":
+        raise ValueError(f"--model {source}: exported graphs run on the CPU here, not {device}")
+    if token_merging:
+        raise ValueError("--token-merging applies to PyTorch models, not to an exported graph")
+    return load_runner(source, runtime, dtype=dtype)
+
+
+def choose_runtime(model, runtime: str, *, device: str, dtype: str, size: tuple[int, int]):
+    """(module to run, autocast dtype) for a model from `load_source`, the choice printed. bfloat16 on a CPU
+    where it would be slower becomes float32 (with a warning)."""
+    from ..runtimes import RuntimeModel, autocast_dtype, select_runtime
+
+    if isinstance(model, RuntimeModel):
+        print(f"runtime {model.runtime}: exported file ({model.description})", file=sys.stderr)
+        return model, "float32"
+    dtype = autocast_dtype(dtype, device, model, size)
+    runner, choice = select_runtime(model, size, runtime=runtime, device=device, dtype=dtype)
+    print(choice.describe(), file=sys.stderr)
+    return runner, dtype if choice.runtime == "torch" else "float32"

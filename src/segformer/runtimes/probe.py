@@ -1,0 +1,96 @@
+"""Short timed probes and their on-disk cache, keyed by architecture, input size and machine.
+
+A probe times candidates round by round (interleaved, so they share the machine's load) and keeps the
+median of each. Results are cached in `$SEGFORMER_CACHE_DIR/probes.json` (default
+`~/.cache/segformer`) under a key that names what decides speed: the model's architecture (its config
+without class names; weights do not matter), the input size, the thread count, the CPU and the library
+versions. `SEGFORMER_CACHE_DIR=` (empty) turns the cache off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+CACHE_ENV = "SEGFORMER_CACHE_DIR"
+
+
+def cpu_name() -> str:
+    """The CPU's model name from /proc/cpuinfo (else `platform.processor()`)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def probe_key(kind: str, model: nn.Module, size: tuple[int, int], **extra) -> str:
+    """A stable key for a probe of `kind` on `model`'s architecture at `size` on this machine."""
+    config = getattr(model, "config", None)
+    arch = {k: v for k, v in config.to_dict().items() if k != "class_names"} if hasattr(config, "to_dict") \
+        else type(model).__name__
+    merging = getattr(model, "token_merging", None)
+    parts = {"kind": kind, "arch": arch, "size": list(size), "threads": torch.get_num_threads(), "cpu": cpu_name(),
+             "torch": torch.__version__, "merging": str(merging), **extra}
+    digest = hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"{kind}:{digest}"
+
+
+def _cache_file() -> Path | None:
+    root = os.environ.get(CACHE_ENV, str(Path.home() / ".cache" / "segformer"))
+    return Path(root) / "probes.json" if root else None
+
+
+def cached(key: str) -> dict | None:
+    path = _cache_file()
+    if path is None or not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get(key)
+    except (OSError, ValueError):
+        logger.warning("probe cache %s is unreadable; probing again", path)
+        return None
+
+
+def store(key: str, value: dict) -> None:
+    """Add one result to the cache (atomically; a cache that cannot be written is only logged)."""
+    path = _cache_file()
+    if path is None:
+        return
+    try:
+        data = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        data = {}
+    data[key] = value
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data, indent=1))
+        os.replace(tmp, path)
+    except OSError as exc:
+        logger.warning("could not write the probe cache %s: %s", path, exc)
+
+
+def time_interleaved(candidates: dict[str, Callable[[], object]], runs: int = 3, warmup: int = 1) -> dict[str, float]:
+    """Median seconds per call of each candidate, run round by round after `warmup` rounds."""
+    times: dict[str, list[float]] = {k: [] for k in candidates}
+    for round_ in range(warmup + runs):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            if round_ >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
