@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[dev,onnx,serve,coco]"
+	$(PY) -m pip install -q -e ".[dev,onnx,serve,coco,openvino]"
 	touch $@
 
 # MMSegmentation 1.2.2 as an independent oracle (DESIGN.md section 8); never imported by the package.

@@ -3,9 +3,14 @@
     .venv/bin/python benchmarks/cpu_options.py --cases b0:512x512 b2:512x512 --runs 5
 
 Runners, alternating round by round after warm-up (medians): transformers' model in eager fp32, under bf16
-autocast, under `torch.compile` (fp32, default mode; compile time reported), and exported to ONNX and run by
-onnxruntime; ours in eager fp32 (the default path), under bf16 autocast, and our ONNX export in onnxruntime.
+autocast, under `torch.compile` (fp32, default mode; compile time reported), exported to ONNX and run by
+onnxruntime and by OpenVINO (f32), and converted by `ov.convert_model`; ours in eager fp32, under bf16
+autocast, our ONNX export in onnxruntime and in OpenVINO (f32). `--runners` picks a subset (substrings).
 Speed-ups are over HF eager fp32. fp32 runners' max abs logit difference from HF eager is printed too.
+The path that `segformer predict` takes by default (`--runtime auto`: its real probe, cached) is named and
+compared with OpenVINO on HF's model and on our ONNX (issue 19's acceptance):
+
+    .venv/bin/python benchmarks/cpu_options.py --cases b0:512x512 --runners "HF eager" OpenVINO "ours eager"
 """
 
 from __future__ import annotations
@@ -17,12 +22,15 @@ import time
 from pathlib import Path
 
 import onnxruntime as ort
+import openvino as ov
 import torch
-from bench_onnx import export_hf
+from bench_onnx import _HFLogits, export_hf
 from bench_vs_hf import hf_model
 
 import segformer
 from segformer.export import export_onnx
+from segformer.runtimes import select_runtime
+from segformer.runtimes.openvino import compile_model, openvino_model
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -31,17 +39,20 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def bench_case(variant: str, size: tuple[int, int], runs: int, warmup: int) -> tuple[dict, dict, float]:
-    torch.manual_seed(0)
-    ref = hf_model(variant, 150)
-    x = torch.randn(1, 3, *size)
-    feed = {"pixel_values": x.numpy()}
-    with tempfile.TemporaryDirectory() as tmp:
-        ref.save_pretrained(tmp)
-        ours = segformer.load_model(tmp).eval()
-        export_onnx(ours, Path(tmp) / "ours.onnx", size=size, dynamic=True)
-        export_hf(ref, Path(tmp) / "hf.onnx", size)
-        ort_ours, ort_hf = _session(Path(tmp) / "ours.onnx"), _session(Path(tmp) / "hf.onnx")
+def _ov_request(ov_model):
+    request = compile_model(ov_model).create_infer_request()
+    return lambda feed: torch.from_numpy(request.infer(feed)[0].copy())
+
+
+def _runners(ref, ours, x: torch.Tensor, tmp: Path, compile_hf: bool) -> tuple[dict, float]:
+    """Every runner as a zero-argument callable, and the HF torch.compile time (nan when not compiled)."""
+    size, feed = tuple(x.shape[-2:]), {"pixel_values": x.numpy()}
+    export_onnx(ours, tmp / "ours.onnx", size=size, dynamic=True)
+    export_hf(ref, tmp / "hf.onnx", size)
+    ort_ours, ort_hf = _session(tmp / "ours.onnx"), _session(tmp / "hf.onnx")
+    ov_hf_onnx = _ov_request(ov.convert_model(str(tmp / "hf.onnx")))
+    ov_hf_module = _ov_request(ov.convert_model(_HFLogits(ref).eval(), example_input=x))
+    ov_ours = openvino_model(tmp / "ours.onnx")
     compiled = torch.compile(ref)
     bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
 
@@ -53,19 +64,38 @@ def bench_case(variant: str, size: tuple[int, int], runs: int, warmup: int) -> t
         with bf16:
             return ours(x)
 
-    runners = {
+    start, compile_s = time.perf_counter(), float("nan")
+    if compile_hf:
+        with torch.inference_mode():
+            compiled(pixel_values=x)
+        compile_s = time.perf_counter() - start
+    return {
         "HF eager fp32": lambda: ref(pixel_values=x).logits,
         "HF bf16 autocast": hf_bf16,
         "HF torch.compile fp32": lambda: compiled(pixel_values=x).logits,
         "HF ONNX (onnxruntime)": lambda: torch.from_numpy(ort_hf.run(None, feed)[0]),
+        "HF ONNX (OpenVINO f32)": lambda: ov_hf_onnx(feed),
+        "HF ov.convert_model (OpenVINO f32)": lambda: ov_hf_module(feed),
         "ours eager fp32": lambda: ours(x),
         "ours bf16 autocast": ours_bf16,
         "ours ONNX (onnxruntime)": lambda: torch.from_numpy(ort_ours.run(None, feed)[0]),
-    }
+        "ours ONNX (OpenVINO f32)": lambda: ov_ours(x),
+    }, compile_s
+
+
+def bench_case(variant: str, size: tuple[int, int], runs: int, warmup: int, wanted: list[str] | None
+               ) -> tuple[dict, dict, float, str]:
+    torch.manual_seed(0)
+    ref = hf_model(variant, 150)
+    x = torch.randn(1, 3, *size)
+    with tempfile.TemporaryDirectory() as tmp:
+        ref.save_pretrained(tmp)
+        ours = segformer.load_model(tmp).eval()
+        compile_hf = not wanted or any(w in "HF torch.compile fp32" for w in wanted)
+        runners, compile_s = _runners(ref, ours, x, Path(tmp), compile_hf)
+    _, choice = select_runtime(ours, size)  # what `segformer predict` runs by default (real probe, cached)
+    runners = {k: fn for k, fn in runners.items() if k == "HF eager fp32" or not wanted or any(w in k for w in wanted)}
     with torch.inference_mode():
-        start = time.perf_counter()
-        compiled(pixel_values=x)
-        compile_s = time.perf_counter() - start
         expected = runners["HF eager fp32"]()
         diffs = {k: float((fn().float() - expected).abs().max()) for k, fn in runners.items()
                  if "bf16" not in k and k != "HF eager fp32"}
@@ -78,7 +108,18 @@ def bench_case(variant: str, size: tuple[int, int], runs: int, warmup: int) -> t
                 start = time.perf_counter()
                 fn()
                 times[k].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}, diffs, compile_s
+    default = "ours ONNX (OpenVINO f32)" if choice.runtime == "openvino" else "ours eager fp32"
+    return {k: statistics.median(v) for k, v in times.items()}, diffs, compile_s, default
+
+
+def _acceptance(med: dict, diffs: dict, default: str) -> None:
+    ov_hf = [k for k in med if k.startswith("HF") and "OpenVINO" in k]
+    if default not in med or not ov_hf or "ours ONNX (OpenVINO f32)" not in med:
+        return
+    best_hf = min(ov_hf, key=med.get)
+    print(f"default path ({default}): {med[best_hf] / med[default]:.2f}x OpenVINO on HF (fastest: {best_hf}), "
+          f"{med['ours ONNX (OpenVINO f32)'] / med[default]:.2f}x OpenVINO on our ONNX; "
+          f"max abs diff from HF {diffs.get(default, 0.0):.1e}")
 
 
 def main() -> None:
@@ -86,13 +127,15 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=["b0:512x512", "b2:512x512"], help="variant:HxW")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--runners", nargs="+", help="only runners whose name contains one of these (HF eager "
+                                                     "always runs: it is the baseline)")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, {torch.get_num_threads()} threads, batch 1, "
-          f"median of {args.runs}, 150 classes")
+    print(f"torch {torch.__version__}, onnxruntime {ort.__version__}, openvino {ov.__version__}, "
+          f"{torch.get_num_threads()} threads, batch 1, median of {args.runs}, 150 classes")
     for case in args.cases:
         variant, size = case.split(":")
         h, w = (int(v) for v in size.split("x"))
-        med, diffs, compile_s = bench_case(variant, (h, w), args.runs, args.warmup)
+        med, diffs, compile_s, default = bench_case(variant, (h, w), args.runs, args.warmup, args.runners)
         base = med["HF eager fp32"]
         print(f"\n{variant.upper()} {h}x{w} (HF torch.compile: first call {compile_s:.0f} s)")
         print("| runner | median (s) | speed-up over HF eager fp32 | max abs diff vs HF eager |")
@@ -100,10 +143,7 @@ def main() -> None:
         for k, t in med.items():
             diff = f"{diffs[k]:.1e}" if k in diffs else "-"
             print(f"| {k} | {t:.3f} | {base / t:.2f}x | {diff} |", flush=True)
-        fp32_rivals = [k for k in med if k.startswith("HF")]
-        best = min(fp32_rivals, key=med.get)
-        print(f"ours eager fp32 vs the fastest HF option ({best}): {med[best] / med['ours eager fp32']:.2f}x; "
-              f"our ONNX vs HF's ONNX: {med['HF ONNX (onnxruntime)'] / med['ours ONNX (onnxruntime)']:.2f}x")
+        _acceptance(med, diffs, default)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,14 @@
-"""Session fixtures shared by the server tests (test_serve*.py); other tests do not use them."""
+"""Session fixtures shared by the server tests (test_serve*.py), and test-session defaults: the CLI's
+`--runtime auto` (an OpenVINO conversion and a timed probe per model and input size) and the bf16 probe are
+for users; tests that exercise them ask for them explicitly (tests/test_runtimes.py), and no test writes the
+probe cache in the user's home."""
+
+import os
 
 import pytest
+
+os.environ.setdefault("SEGFORMER_RUNTIME", "torch")
+os.environ.setdefault("SEGFORMER_CACHE_DIR", "")
 
 
 @pytest.fixture(scope="session")

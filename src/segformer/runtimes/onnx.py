@@ -35,6 +35,12 @@ def export_temporary(model: nn.Module, directory: str | Path, metadata: dict[str
     return path
 
 
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata_props of an `.onnx` file (OpenVINO does not carry them into its model)."""
+    onnx = require("onnx", "onnx")
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
 def _session(path: str | Path, threads: int | None):
     ort = require("onnxruntime", "onnx")
     options = ort.SessionOptions()

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..export import INPUT_NAME
 from .base import RuntimeModel, config_from_metadata, metadata
-from .onnx import export_temporary, require
+from .onnx import export_temporary, read_metadata, require
 
 logger = logging.getLogger(__name__)
 RT_SECTION = "segformer"  # rt_info["segformer"][key] holds each metadata string
@@ -71,7 +71,8 @@ def openvino_model(source: str | Path | nn.Module, *, precision: str = "float32"
         if not Path(source).is_file():
             raise FileNotFoundError(f"OpenVINO model {source}: no such file")
         ov_model, name = _ov().Core().read_model(str(source)), str(source)
-        config, processor = config_from_metadata(_read_meta(ov_model), name)
+        meta = read_metadata(source) if Path(source).suffix.lower() == ".onnx" else _read_meta(ov_model)
+        config, processor = config_from_metadata(meta, name)
     compiled = compile_model(ov_model, precision=precision, threads=threads)
     request, output = compiled.create_infer_request(), compiled.output(0)
 

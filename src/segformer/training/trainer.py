@@ -26,6 +26,7 @@ from tqdm import tqdm
 from ..evaluation import evaluate
 from ..models.segmentor import SegFormer, SegFormerConfig
 from ..models.setr import SETR, SETRConfig
+from ..runtimes.precision import autocast_dtype
 from . import distributed as ddp
 from .checkpoint import (
     atomic_write_text,
@@ -114,6 +115,9 @@ class Trainer:
         self.device, world = self.dist.device, self.dist.world_size
         if config.amp == "fp16" and self.device.type != "cuda":
             raise ValueError("amp: fp16 needs a CUDA device (it trains with a gradient scaler); use amp: bf16 on CPU")
+        # bf16 on a CPU without native bf16 is many times slower than float32: run float32 (one warning)
+        self.amp = "none" if config.amp == "bf16" and autocast_dtype("bfloat16", self.device) != "bfloat16" \
+            else config.amp
         if config.batch_size % (world * config.grad_accum):
             raise ValueError(f"batch_size {config.batch_size} does not split into {world} process(es) x "
                              f"{config.grad_accum} accumulation step(s)")
@@ -222,7 +226,7 @@ class Trainer:
     def _step(self, iteration: int, batches) -> tuple[float, float | None]:
         """One optimiser step over `grad_accum` micro-batches; returns (mean loss over ranks, grad norm)."""
         c, accum = self.config, self.config.grad_accum
-        autocast = (torch.autocast(self.device.type, dtype=AMP_DTYPES[c.amp]) if c.amp != "none"
+        autocast = (torch.autocast(self.device.type, dtype=AMP_DTYPES[self.amp]) if self.amp != "none"
                     else contextlib.nullcontext())
         self.optimizer.zero_grad(set_to_none=True)
         total = 0.0
