@@ -163,6 +163,7 @@ def test_cli_runtimes_agree(tmp_path, capsys):
                      "--resize", "none", "--runtime", runtime, "--no-overlay"]) == 0
         assert f"runtime {runtime if runtime != 'auto' else 'openvino'}" in capsys.readouterr().err
         labels[name] = [np.array(__import__("PIL.Image").Image.open(p)) for p in sorted((tmp_path / name).glob("*"))]
+    assert len(list((tmp_path / "cache" / "openvino").glob("*.xml"))) == 1  # the converted model, kept
     for name in ("ov", "xml"):
         assert all((a == b).all() for a, b in zip(labels["torch"], labels[name], strict=True))
     dataset = open_dataset(root, "val", num_classes=6)

@@ -23,6 +23,7 @@ from torch import nn
 from ..export import INPUT_NAME
 from .base import RuntimeModel, config_from_metadata, metadata
 from .onnx import export_temporary, read_metadata, require
+from .probe import cache_dir, weights_key
 
 logger = logging.getLogger(__name__)
 RT_SECTION = "segformer"  # rt_info["segformer"][key] holds each metadata string
@@ -45,6 +46,32 @@ def convert(model: nn.Module, meta: dict[str, str] | None = None):
     return ov_model
 
 
+def convert_cached(model: nn.Module):
+    """`convert(model)`, kept as IR in the cache folder (`probe.cache_dir()/openvino/`) under a digest of the
+    weights, so that a later run reads it back in a fraction of a second instead of exporting again."""
+    root = cache_dir()
+    if root is None:
+        return convert(model)
+    path = root / "openvino" / f"{weights_key(model)}.xml"
+    if path.is_file() and path.with_suffix(".bin").is_file():
+        return _ov().Core().read_model(str(path))
+    ov_model = convert(model)
+    try:
+        _save(ov_model, path)
+    except OSError as exc:
+        logger.warning("could not cache the OpenVINO model in %s: %s", path.parent, exc)
+    return ov_model
+
+
+def _save(ov_model, path: Path) -> None:
+    """NAME.xml + NAME.bin, float32 weights, each file renamed into place (the bin first)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp:
+        _ov().save_model(ov_model, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
+        os.replace(Path(tmp) / "model.bin", path.with_suffix(".bin"))  # the xml finds NAME.bin by its own name
+        os.replace(Path(tmp) / "model.xml", path)
+
+
 def compile_model(ov_model, *, precision: str = "float32", threads: int | None = None):
     """Compile for the CPU at `precision` ("float32": exact; "bfloat16"), latency mode, torch's thread count."""
     if precision not in PRECISIONS:
@@ -63,9 +90,10 @@ def _read_meta(ov_model) -> dict[str, str]:
 
 def openvino_model(source: str | Path | nn.Module, *, precision: str = "float32",
                    threads: int | None = None) -> RuntimeModel:
-    """OpenVINO (CPU) on an IR `.xml` file (or an `.onnx` file), or on our export of a PyTorch model."""
+    """OpenVINO (CPU) on an IR `.xml` file (or an `.onnx` file), or on our export of a PyTorch model (cached
+    per weights, see `convert_cached`)."""
     if isinstance(source, nn.Module):
-        ov_model, name = convert(source), type(source).__name__
+        ov_model, name = convert_cached(source), type(source).__name__
         config, processor = getattr(source, "config", None), None
     else:
         if not Path(source).is_file():
@@ -108,9 +136,5 @@ def export_openvino(model: nn.Module, path: str | Path, *, processor=None, calib
     if calibration is not None:
         ov_model = quantize_int8(ov_model, calibration, subset_size)
         ov_model.set_rt_info("int8", [RT_SECTION, "quantization"])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as tmp:
-        _ov().save_model(ov_model, str(Path(tmp) / "model.xml"), compress_to_fp16=False)
-        os.replace(Path(tmp) / "model.bin", weights)  # the xml names no file: it finds NAME.bin by its own name
-        os.replace(Path(tmp) / "model.xml", path)
+    _save(ov_model, path)
     return path

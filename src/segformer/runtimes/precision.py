@@ -1,14 +1,17 @@
 """bfloat16 on the CPU that is never a trap.
 
 Autocast sends linears, convolutions and attention to oneDNN in bf16. With native bf16 instructions
-(`avx512_bf16` or AMX) those run about 2x the float32 rate; without them oneDNN has no fast bf16 kernel
-for this CPU and every matmul and convolution falls back to a slow path. Measured on this project's
-AMD EPYC with oneDNN limited to AVX2 (`ONEDNN_MAX_CPU_ISA=AVX2`, the ISA of an EPYC without AVX-512):
-SegFormer-B0 at 375x500 took 15-18 s in bf16 against 1.3-3.2 s in float32 (benchmarks/RESULTS.md).
-
-`autocast_dtype` therefore runs float32 (with one warning) where the CPU lacks native bf16, and where
-it has it, a short cached probe (`probe.py`) still falls back when bf16 would be slower for the model
-and size. `SEGFORMER_FORCE_BF16=1` skips both checks.
+(`avx512_bf16` or AMX) those run faster than float32. Without them (measured on this project's AMD EPYC
+with oneDNN held back by `ONEDNN_MAX_CPU_ISA`, SegFormer-B0 at 375x500, torch profiler):
+- AVX2 only (an EPYC before Zen 4): PyTorch refuses oneDNN's bf16 convolution and runs ATen's reference
+  `_slow_conv2d_forward` (76% of the time; 4107 calls for 19 convolutions, the depthwise Mix-FFN ones
+  group by group); bf16 `addmm` is also slower than float32. bf16: 15-18 s, float32: 1.3-3.2 s.
+- AVX-512 without AVX512_BF16: oneDNN emulates bf16; the casts around every op (`copy_`) dominate and bf16
+  took 3.1-3.2 s against 1.1-1.6 s in float32.
+No subset of ops kept in float32 wins there (convolutions and matmuls are most of the work), so
+`autocast_dtype` runs float32 (one warning) where the CPU lacks native bf16; where it has it, a short
+cached probe (`probe.py`) still falls back when bf16 would be slower for the model and size.
+`SEGFORMER_FORCE_BF16=1` skips both checks.
 """
 
 from __future__ import annotations

@@ -49,9 +49,24 @@ def probe_key(kind: str, model: nn.Module, size: tuple[int, int], **extra) -> st
     return f"{kind}:{digest}"
 
 
-def _cache_file() -> Path | None:
+def cache_dir() -> Path | None:
+    """Where probes and converted models are cached; None when SEGFORMER_CACHE_DIR is set empty."""
     root = os.environ.get(CACHE_ENV, str(Path.home() / ".cache" / "segformer"))
-    return Path(root) / "probes.json" if root else None
+    return Path(root) if root else None
+
+
+def weights_key(model: nn.Module) -> str:
+    """A digest of `model`'s architecture and every weight and buffer (what a converted graph depends on)."""
+    digest = hashlib.sha1(probe_key("weights", model, (0, 0)).encode())
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:20]
+
+
+def _cache_file() -> Path | None:
+    root = cache_dir()
+    return root / "probes.json" if root else None
 
 
 def cached(key: str) -> dict | None:

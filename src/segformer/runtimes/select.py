@@ -3,7 +3,7 @@
 "auto" runs on the CPU in float32 only. It converts the model to OpenVINO (when installed), checks that
 the logits agree with PyTorch (max abs diff <= 1e-4 on the probe input), times both, interleaved, at the
 input size the caller will use, and keeps the faster. The verdict is cached per architecture, size and
-machine (`probe.py`), so later runs skip the timing (a cached "openvino" still pays the conversion).
+machine (`probe.py`), so later runs skip the timing; the converted model is cached too, per weights.
 """
 
 from __future__ import annotations
