@@ -35,16 +35,17 @@ from segformer.bench import benchmark
 from segformer.runtimes import autocast_dtype
 model = segformer.create_model(sys.argv[1], num_classes=150)
 dtype = autocast_dtype(sys.argv[2], "cpu")
-r = benchmark(model, 256, 256, batch=2, dtype=dtype, runs=3, warmup=1, train=True)
+size = int(sys.argv[3])
+r = benchmark(model, size, size, batch=2, dtype=dtype, runs=3, warmup=1, train=True)
 print(f"TRAIN {r['latency_median_s']:.4f} {dtype}")
 """
 
 
-def photos(folder: Path) -> Path:
-    """20 photos of mixed sizes: the packaged cat picture resized (aspect varies)."""
+def photos(folder: Path, scale: float) -> Path:
+    """20 photos of mixed sizes: the packaged cat picture resized (aspect varies), sides times `scale`."""
     cat = Image.open(Path(segformer.__file__).parent / "assets" / "chelsea.jpg").convert("RGB")
     for i, (h, w) in enumerate(SIZES):
-        cat.resize((w, h), Image.BILINEAR).save(folder / f"photo_{i:02d}.jpg", quality=92)
+        cat.resize((round(w * scale), round(h * scale)), Image.BILINEAR).save(folder / f"photo_{i:02d}.jpg")
     return folder
 
 
@@ -59,33 +60,38 @@ def predict_s(model: str, images: Path, out: Path, dtype: str, env: dict) -> flo
     return float(re.search(r"failed, ([0-9.]+) s", text).group(1))
 
 
-def train_s(model: str, dtype: str, env: dict) -> float:
-    return float(re.search(r"TRAIN ([0-9.]+)", run([sys.executable, "-c", TRAIN, model, dtype], env)).group(1))
+def train_s(model: str, dtype: str, size: int, env: dict) -> float:
+    text = run([sys.executable, "-c", TRAIN, model, dtype, str(size)], env)
+    return float(re.search(r"TRAIN ([0-9.]+)", text).group(1))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="segformer-b0", help="zoo name or trained model folder")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--photo-scale", type=float, default=1.0, help="multiply the photos' sides (a loaded machine)")
+    parser.add_argument("--cpus", nargs="+", default=list(ENVS), choices=list(ENVS), help="which CPU settings")
+    parser.add_argument("--train-size", type=int, default=256, help="training crop (batch 2)")
     args = parser.parse_args()
     variants = {"float32": ("float32", {}), "bf16 (guarded)": ("bfloat16", {}),
                 "bf16 (forced)": ("bfloat16", {"SEGFORMER_FORCE_BF16": "1"})}
     times: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        images = photos(Path(tmp))
+        images = photos(Path(tmp), args.photo_scale)
         model = args.model
         if model in segformer.list_models():  # random weights, saved so that `predict` loads them offline
             model = str(segformer.create_model(model, num_classes=150).save_pretrained(Path(tmp) / "model"))
         for _ in range(args.rounds):
-            for env_name, env in ENVS.items():
+            for env_name, env in ((k, ENVS[k]) for k in args.cpus):
                 for name, (dtype, extra) in variants.items():
                     full = {**env, **extra, "SEGFORMER_CACHE_DIR": ""}
                     key = (env_name, name)
                     times.setdefault(key, {"predict": [], "train": []})
                     times[key]["predict"].append(predict_s(model, images, Path(tmp) / "out", dtype, full))
-                    times[key]["train"].append(train_s("segformer-b0", dtype, full))
+                    times[key]["train"].append(train_s("segformer-b0", dtype, args.train_size, full))
                     print(env_name, name, {k: v[-1] for k, v in times[key].items()}, flush=True)
-    print("\n| CPU | run | predict 20 photos (s) | vs float32 | B0 train step 2x256x256 (s) | vs float32 |")
+    print(f"\n| CPU | run | predict 20 photos x{args.photo_scale:g} (s) | vs float32 | B0 train step "
+          f"2x{args.train_size}x{args.train_size} (s) | vs float32 |")
     print("|---|---|---|---|---|---|")
     for (env_name, name), t in times.items():
         base = times[(env_name, "float32")]

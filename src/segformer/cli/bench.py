@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .common import _load_for_bench, _size
-from .runtimes import _add_runtime, choose_runtime
+from .runtimes import _add_runtime
 
 
 def _add_bench(sub: argparse._SubParsersAction) -> None:
@@ -38,7 +38,7 @@ def _run_bench(args: argparse.Namespace) -> int:
 
     from ..bench import benchmark, hf_twin
     from ..checkpoints.io import write_json
-    from ..runtimes import runtime_of
+    from ..runtimes import select_runtime
 
     height, width = _size(args.size, "--size")
     out = Path(args.json) if args.json else None
@@ -50,10 +50,11 @@ def _run_bench(args: argparse.Namespace) -> int:
         model.set_token_merging(args.token_merging)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     runner, runtime = None, "torch"
-    if not args.train:
-        runner, _ = choose_runtime(model.to(device).eval(), args.runtime, device=device, dtype=args.dtype,
-                                   size=(height, width))
-        runtime = runtime_of(runner)
+    if not args.train:  # bench measures the dtype asked for: no bf16 guard here
+        runner, choice = select_runtime(model.to(device).eval(), (height, width), runtime=args.runtime,
+                                        device=device, dtype=args.dtype)
+        print(choice.describe())
+        runtime = choice.runtime
         runner = None if runner is model else runner
     r = benchmark(model, height, width, batch=args.batch, dtype=args.dtype, device=device, runs=args.runs,
                   warmup=args.warmup, train=args.train, reference=reference, runner=runner)
