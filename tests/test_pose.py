@@ -233,3 +233,17 @@ def test_coco_keypoint_ap(tmp_path):
     assert keypoint_ap(ds, perfect)["AP"] == pytest.approx(100.0)
     off = [(inst, inst.keypoints + 15.0, np.ones(17, np.float32)) for inst in ds.instances]
     assert keypoint_ap(ds, off)["AP"] < 50
+
+
+def test_mmengine_checkpoint_with_numpy_meta_loads(pose_model, tmp_path):
+    """MMEngine / MMPose checkpoints keep numpy arrays in `meta` (e.g. the OKS sigmas): read with weights_only
+    plus numpy's array rebuild; keypoint names come from dataset_meta.keypoint_id2name."""
+    convert_dir = tmp_path / "ours"
+    pose_model.save_pretrained(convert_dir)
+    convert(convert_dir, tmp_path / "plain.pth", to="mmpose")
+    sd = torch.load(tmp_path / "plain.pth", weights_only=True)["state_dict"]
+    names = {i: f"joint_{i}" for i in range(17)}
+    meta = {"dataset_meta": {"keypoint_id2name": names, "sigmas": np.full(17, 0.05, np.float32)}}
+    torch.save({"state_dict": sd, "meta": meta}, tmp_path / "mmengine.pth")
+    model = load_model(tmp_path / "mmengine.pth")
+    assert model.config.task == "pose" and model.config.class_names == [f"joint_{i}" for i in range(17)]

@@ -32,7 +32,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
         except (SafetensorError, OSError, ValueError) as exc:
             raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "Unsupported global" not in str(exc):  # e.g. random bytes: "Unsupported operand"
             raise ValueError(_unreadable(path, exc)) from None
@@ -43,6 +44,17 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     except Exception as exc:  # a corrupt file can fail anywhere in torch.load (IndexError, EOFError, ...)
         raise ValueError(_unreadable(path, exc)) from None
     return _unwrap(obj, path)
+
+
+def _numpy_globals() -> list:
+    """What rebuilding a numpy array of numbers needs: MMEngine checkpoints (MMPose's, SegFormer++'s pose ones) keep
+    numpy arrays in their `meta` (e.g. the keypoint sigmas). It rebuilds data only; object arrays stay refused.
+    Files written with numpy 1.x name the rebuild function under `numpy.core`, numpy 2 under `numpy._core`."""
+    import numpy as np
+
+    rebuild = np._core.multiarray._reconstruct if hasattr(np, "_core") else np.core.multiarray._reconstruct
+    dtypes = {type(np.dtype(code)) for code in np.typecodes["All"] if code != "O"}
+    return [rebuild, (rebuild, "numpy.core.multiarray._reconstruct"), np.ndarray, np.dtype, *dtypes]
 
 
 def _detail(exc: BaseException) -> str:

@@ -309,6 +309,8 @@ def _class_meta(to: str, config: SegFormerConfig | None) -> dict:
     if config is None or not config.class_names:
         return {}
     names, palette = list(config.class_names), get_palette(len(config.class_names)).tolist()
+    if to == "mmpose":  # MMPose's dataset_meta names keypoints by id
+        return {"dataset_meta": {"keypoint_id2name": dict(enumerate(names))}}
     if to == "mmseg":
         return {"dataset_meta": {"classes": names, "palette": palette}}
     return {"CLASSES": names, "PALETTE": palette}
