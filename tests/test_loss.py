@@ -33,7 +33,7 @@ def test_equals_interpolate_then_cross_entropy(logit_size, label_size, weighted)
     assert (grad_got - grad_expected).abs().max().item() <= 1e-6 * grad_expected.abs().max().item()
 
 
-def test_upstream_gradient_scales_and_all_ignored_is_nan():
+def test_upstream_gradient_scales_and_all_ignored_is_zero():
     logits = torch.randn(2, 4, 5, 5, requires_grad=True)
     labels = torch.randint(0, 4, (2, 20, 20))
     (g1,) = torch.autograd.grad(segmentation_loss(logits, labels), logits)
@@ -44,8 +44,11 @@ def test_upstream_gradient_scales_and_all_ignored_is_nan():
     target = torch.ones(1, 4, 4, dtype=torch.long)
     assert segmentation_loss(confident, target).item() == pytest.approx(_plain(confident, target).item(), rel=1e-6)
     assert segmentation_loss(confident, target).item() == pytest.approx(200.0, rel=1e-6)
-    ignored = torch.full((2, 20, 20), 255)
-    assert torch.isnan(segmentation_loss(logits, ignored)) and torch.isnan(_plain(logits, ignored))
+    ignored = torch.full((2, 20, 20), 255)  # a fully unlabelled batch: F.cross_entropy says 0 / 0, mmseg 0
+    assert torch.isnan(_plain(logits, ignored))
+    loss = segmentation_loss(logits, ignored)
+    (grad,) = torch.autograd.grad(loss, logits)
+    assert loss.item() == 0.0 and not grad.any()
     with pytest.raises(ValueError, match=r"need logits \(B, K, h, w\) and labels \(B, H, W\), got \(2, 4, 5, 5\) and "
                                          r"\(20, 20\)"):
         segmentation_loss(logits, labels[0])

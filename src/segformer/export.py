@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoints.io import atomic_write
+from .utils.io import atomic_write
 
 INPUT_NAME, OUTPUT_NAME = "pixel_values", "logits"
 

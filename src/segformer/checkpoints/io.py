@@ -1,21 +1,22 @@
 """Reading and writing checkpoint files safely: safetensors or `torch.load(weights_only=True)`, never
-arbitrary unpickling; writes go to a temporary file renamed into place."""
+arbitrary unpickling; writes go to a temporary file renamed into place (`utils.io.atomic_write`)."""
 
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
-from collections.abc import Callable
+import re
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..utils.io import atomic_write
+
 CHECKPOINT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".ckpt")
 _WRAPPERS = ("state_dict", "model", "module", "model_state")
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)", re.IGNORECASE)
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -31,19 +32,26 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
                 return {k: f.get_tensor(k) for k in f.keys()}, meta
         except (SafetensorError, OSError, ValueError) as exc:
             raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
+    obj = torch_load(path)
+    return _unwrap(obj, path)
+
+
+def torch_load(path: str | Path) -> object:
+    """`torch.load(path, weights_only=True)` on the CPU, with a ValueError naming the file when it holds code or
+    objects beyond tensors and plain containers (refused, nothing of it runs) or is not a PyTorch file at all."""
     try:
         with torch.serialization.safe_globals(_numpy_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc):  # e.g. random bytes: "Unsupported operand"
-            raise ValueError(_unreadable(path, exc)) from None
+        blocked = _GLOBAL.search(str(exc))
+        if blocked is None:  # e.g. random bytes: "Unsupported operand"
+            raise ValueError(_unreadable(Path(path), exc)) from None
         raise ValueError(
-            f"{path}: refused to load: the file holds pickled Python objects other than tensors and plain "
-            f"containers ({_detail(exc)}), and loading those could run code (weights_only=True). Re-save only "
-            f"the state_dict (or convert to .safetensors)") from None
+            f"{path}: refused: the file holds code or Python objects beyond tensors and plain containers (it "
+            f"references {blocked.group(1)}); nothing of it was run. Only load such a file in a tool you trust it "
+            f"with, and re-save just the tensors (the state_dict, or .safetensors)") from None
     except Exception as exc:  # a corrupt file can fail anywhere in torch.load (IndexError, EOFError, ...)
-        raise ValueError(_unreadable(path, exc)) from None
-    return _unwrap(obj, path)
+        raise ValueError(_unreadable(Path(path), exc)) from None
 
 
 def _numpy_globals() -> list:
@@ -58,15 +66,15 @@ def _numpy_globals() -> list:
 
 
 def _detail(exc: BaseException) -> str:
-    """The informative line of a torch.load error (its weights_only errors open with generic advice)."""
+    """The informative line of a torch.load error (its weights_only errors open with advice we do not give)."""
     text = str(exc).split("WeightsUnpickler error:", 1)[-1]
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0].split(" was not an allowed global")[0] if lines else type(exc).__name__
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    return lines[0] if lines else type(exc).__name__
 
 
 def _unreadable(path: Path, exc: BaseException) -> str:
     return (f"{path}: not a readable PyTorch checkpoint ({_detail(exc)}); accepted: {', '.join(CHECKPOINT_SUFFIXES)} "
-            f"files of tensors and plain containers (read with torch.load(weights_only=True))")
+            f"files of tensors and plain containers")
 
 
 def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -83,23 +91,6 @@ def _unwrap(obj: object, path: Path) -> tuple[dict[str, torch.Tensor], dict]:
                          f"expected a dict of tensors, possibly under 'state_dict' or 'model'")
     sd = {k.removeprefix("module."): v for k, v in obj.items()}
     return sd, meta
-
-
-def atomic_write(path: Path, write: Callable[[str], None], overwrite: bool) -> Path:
-    """Call `write(tmp_path)` then rename onto `path`; refuse to replace an existing file unless asked."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def write_safetensors(path: Path, state_dict: dict[str, torch.Tensor], metadata: dict[str, str],

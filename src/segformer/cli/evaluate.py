@@ -38,14 +38,13 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
 def _run_eval(args: argparse.Namespace) -> int:
     import json
     import math
-    import os
-    import tempfile
     from pathlib import Path
 
     import torch
 
     from ..data.datasets import open_dataset
     from ..evaluation import evaluate, first_input
+    from ..utils.io import atomic_write_text
 
     crop, stride = _hw(args.crop, "--crop"), _hw(args.stride, "--stride")
     if args.mode == "slide" and (crop is None or stride is None):
@@ -92,15 +91,6 @@ def _run_eval(args: argparse.Namespace) -> int:
             return [clean(x) for x in v] if isinstance(v, (list, tuple)) else v
 
         payload = {**{k: clean(v) for k, v in result.items()}, "settings": settings}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(payload, f, indent=2)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, out)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write_text(out, json.dumps(payload, indent=2))
         print(f"wrote {out}")
     return 0

@@ -73,18 +73,12 @@ def _predict_outputs(pairs, out, overlay: bool, overwrite: bool) -> list:
 
 def _save_png(picture, path) -> None:
     """Write a PIL image or an integer array (8-bit, or 16-bit grey) as PNG, atomically (temp file + rename)."""
-    import os
-
     from PIL import Image
 
+    from ..utils.io import atomic_write
+
     picture = picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        picture.save(tmp, format="PNG")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
 
 
 def _run_predict(args: argparse.Namespace) -> int:

@@ -30,6 +30,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", metavar="SOURCE", help="encoder or full checkpoint: hub id, directory or file")
     p.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
                    help="continue exactly from the newest checkpoint in --out (or from CHECKPOINT)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out that holds a run (its run files are deleted; other files stay)")
     p.set_defaults(func=_run_train)
 
 
@@ -56,7 +58,7 @@ def _run_train(args: argparse.Namespace) -> int:
              "crop_size": list(crop) if crop else None, "batch_size": args.batch_size, "iters": args.iters,
              "lr": args.lr, "out": args.out, "pretrained": args.pretrained}
     config = load_config(args.config, flags, args.sets)
-    metrics = train(config, resume=args.resume)
+    metrics = train(config, resume=args.resume, overwrite=args.overwrite)
     if main_rank:
         print(f"segformer train: {config.iters} iterations; validation aAcc {metrics['aAcc']:.2f}  mIoU "
               f"{metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}; run directory {config.out} (final model in "

@@ -34,6 +34,7 @@ class _PixelCrossEntropy(torch.autograd.Function):
             rows = tiny.nonzero().squeeze(1)
             log_picked[rows] = torch.log_softmax(scores[rows], dim=-1).gather(1, index[rows]).squeeze(1)
         total = weight.sum()
+        total = torch.where(total > 0, total, torch.ones_like(total))  # nothing labelled: loss 0, as mmseg
         loss = -(log_picked * weight).sum() / total
         ctx.save_for_backward(probs, index, weight, total)
         return loss
@@ -52,8 +53,9 @@ def segmentation_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: 
                       class_weight: torch.Tensor | None = None) -> torch.Tensor:
     """Mean cross-entropy of (B, K, h, w) logits, resized bilinearly to the (B, H, W) labels, in float32.
 
-    Like `F.cross_entropy`, the mean is over labelled pixels, weighted by `class_weight` (K,) if given;
-    an all-ignored batch gives NaN, as there.
+    Like `F.cross_entropy`, the mean is over labelled pixels, weighted by `class_weight` (K,) if given. A batch
+    with no labelled pixel (every label `ignore_index`, a valid input) gives loss 0 and zero gradients, as
+    MMSegmentation's loss does, where `F.cross_entropy` gives NaN (0 / 0).
     """
     if labels.dim() != 3 or logits.dim() != 4 or logits.shape[0] != labels.shape[0]:
         raise ValueError(f"need logits (B, K, h, w) and labels (B, H, W), got {tuple(logits.shape)} and "

@@ -9,35 +9,18 @@ values, so it loads with `torch.load(..., weights_only=True)`.
 
 from __future__ import annotations
 
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..checkpoints.io import torch_load
+from ..utils.io import atomic_write
+
 CHECKPOINT_DIR = "checkpoints"
 _NAME = re.compile(r"iter_(\d+)\.pt")
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file and a rename."""
-    _atomic(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def rng_state() -> dict:
@@ -74,7 +57,7 @@ def save_checkpoint(run_dir: Path, iteration: int, state: dict, keep: int = 0) -
     """Write `state` as the checkpoint of `iteration` (atomically), then delete all but the newest `keep`
     (0 keeps all)."""
     path = checkpoint_path(run_dir, iteration)
-    _atomic(path, lambda tmp: torch.save(state, tmp))
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
     if keep:
         for _, old in list_checkpoints(run_dir)[:-keep]:
             old.unlink(missing_ok=True)
@@ -89,17 +72,15 @@ def find_checkpoint(resume: str | Path, run_dir: Path | None) -> Path:
     if target.is_dir():
         found = list_checkpoints(target)
         if not found:
-            raise FileNotFoundError(f"--resume: no checkpoints (iter_*.pt) in {target / CHECKPOINT_DIR}")
+            raise FileNotFoundError(f"--resume: no checkpoints (iter_*.pt) in {target / CHECKPOINT_DIR}: the run "
+                                    f"stopped before its first one; start it over with --overwrite")
         return found[-1][1]
     raise FileNotFoundError(f"--resume: {target} is neither a checkpoint file nor a run directory")
 
 
 def load_checkpoint(path: Path) -> dict:
     """A checkpoint written by `save_checkpoint` (tensors and plain values only: weights_only)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a clear message instead of an unpickling traceback
-        raise ValueError(f"{path}: not a readable training checkpoint ({type(exc).__name__}: {exc})") from None
+    state = torch_load(path)
     missing = {"iteration", "model", "optimizer", "config"} - set(state if isinstance(state, dict) else ())
     if missing:
         raise ValueError(f"{path}: not a training checkpoint (missing {sorted(missing)})")

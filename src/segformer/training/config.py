@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+from ..utils.io import atomic_write_text
 
 OPTIMIZERS = ("adamw", "sgd")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -147,6 +150,8 @@ def _coerce(name: str, value, tp):
             if isinstance(value, bool) or value is None:
                 raise TypeError
             number = float(value) if isinstance(value, str) else value
+            if not math.isfinite(number):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
             if tp is int:
                 if float(number) != int(number):
                     raise TypeError
@@ -167,8 +172,11 @@ def _coerce(name: str, value, tp):
             if not isinstance(value, dict):
                 raise TypeError
             return dict(value)
-    except (TypeError, ValueError, OverflowError):
+    except (TypeError, OverflowError):
         raise ValueError(f"{name} must be {_describe(tp)}, got {value!r}") from None
+    except ValueError as exc:
+        finite = "finite number" in str(exc)
+        raise ValueError(str(exc) if finite else f"{name} must be {_describe(tp)}, got {value!r}") from None
     raise TypeError(f"TrainConfig.{name}: unsupported field type {tp}")
 
 
@@ -240,6 +248,4 @@ def load_config(path: str | Path | None = None, flags: dict | None = None, sets:
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
     """Write `config` as YAML, atomically."""
-    from .checkpoint import atomic_write_text
-
     atomic_write_text(Path(path), yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, DistributedSampler
 
 from ..data.datasets import SegmentationDataset, TransformedDataset, open_dataset
@@ -22,6 +23,24 @@ def open_datasets(config: TrainConfig) -> tuple[SegmentationDataset, Segmentatio
                          f"{train.num_classes} classes; drop num_classes or set it to {train.num_classes}")
     val = open_dataset(config.data, config.val_split, num_classes=train.num_classes)
     return train, val
+
+
+def check_files(dataset) -> None:
+    """Open the header of every image and label map of `dataset` (a `SegmentationDataset`; others are skipped)
+    and compare their sizes, so that a bad file stops the run before training, not at an evaluation hours in.
+    Raises a ValueError naming the file."""
+    for image_path, label_path in getattr(dataset, "samples", ()):
+        sizes = []
+        for path in (image_path, label_path):
+            try:
+                with Image.open(path) as picture:
+                    sizes.append(picture.size)
+            except (OSError, Image.DecompressionBombError) as exc:
+                raise ValueError(f"{dataset.split} split: {path} is not a readable image ({exc}); fix or remove "
+                                 f"it (with its {'label map' if path == image_path else 'image'})") from None
+        if sizes[0] != sizes[1]:
+            raise ValueError(f"{dataset.split} split: label map {label_path} is {sizes[1][0]}x{sizes[1][1]} (WxH) but "
+                             f"its image {image_path} is {sizes[0][0]}x{sizes[0][1]}; they must be the same size")
 
 
 def default_scale(dataset: SegmentationDataset, crop_size: tuple[int, int]) -> tuple[int, int]:

@@ -7,6 +7,8 @@ import json
 import logging
 from pathlib import Path
 
+from ..utils.io import atomic_write
+
 log = logging.getLogger(__name__)
 
 
@@ -102,8 +104,7 @@ def _eval_plot(evals: list[dict], out: Path, plt) -> Path:
 
 def _save(fig, path: Path, plt) -> Path:
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)

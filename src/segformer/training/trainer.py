@@ -4,6 +4,11 @@ Run directory (`config.out`): `config.yaml` (the resolved config), `log.jsonl` (
 iteration or evaluation), `checkpoints/iter_NNNNNNN.pt`, and at the end `final/` (loadable by
 `segformer.load_model`), `metrics.json` and `plots/`. Only rank 0 writes. Under torchrun every process trains
 on its share of each global batch (`config.batch_size` = processes x accumulation steps x per-process batch).
+
+Failure safety: every image and label map is opened before training; the last iteration is always
+checkpointed before the final evaluation (if that fails, `--resume` repeats only the evaluation); no checkpoint
+holding NaN or inf is ever written; a folder with a failed run is continued by `--resume` or started over by
+`--overwrite`.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
 from pathlib import Path
 
@@ -27,9 +33,10 @@ from ..evaluation import evaluate
 from ..models.segmentor import SegFormer, SegFormerConfig
 from ..models.setr import SETR, SETRConfig
 from ..runtimes.precision import autocast_dtype
+from ..utils.io import atomic_dir, atomic_write_text
 from . import distributed as ddp
 from .checkpoint import (
-    atomic_write_text,
+    checkpoint_path,
     find_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -38,7 +45,7 @@ from .checkpoint import (
     set_rng_state,
 )
 from .config import TrainConfig, save_config
-from .data import default_scale, open_datasets, train_loader
+from .data import check_files, default_scale, open_datasets, train_loader
 from .losses import SegmentationLoss
 from .optim import build_optimizer, build_schedule
 from .plots import read_log_records, save_plots
@@ -48,7 +55,7 @@ from .pretrained import build_model
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("config.yaml", "log.jsonl", "checkpoints", "final", "metrics.json")
+RUN_FILES = ("config.yaml", "log.jsonl", "checkpoints", "final", "metrics.json", "plots")
 # Fields that do not change what is computed: they may differ between a run and its resumption.
 RESUME_FREE = {"out", "num_workers", "progress", "log_interval", "eval_interval", "checkpoint_interval",
                "keep_checkpoints", "device", "data"}
@@ -69,6 +76,20 @@ def resolve_config(config: TrainConfig, train_set) -> TrainConfig:
     return dataclasses.replace(config, num_classes=train_set.num_classes, scale=scale, iters=iters,
                                eval_crop=crop if config.eval_mode == "slide" else config.eval_crop,
                                eval_stride=stride)
+
+
+def _check_run_dir(config: TrainConfig, resume, overwrite: bool) -> Path:
+    """The run directory; refuses one that holds a run unless resuming it or starting it over."""
+    if config.out is None:
+        raise ValueError("out: no run directory given; set `out:` in the config or pass --out DIR")
+    if resume is not None and overwrite:
+        raise ValueError("--resume continues the run in --out and --overwrite starts it over: pass one of them")
+    run_dir = Path(config.out)
+    taken = [name for name in RUN_FILES if (run_dir / name).exists()]
+    if resume is None and taken and not overwrite:
+        raise FileExistsError(f"run directory {run_dir} already holds a run ({', '.join(taken)}); pass --resume "
+                              f"to continue it, --overwrite to start it over, or choose another --out")
+    return run_dir
 
 
 def model_from_config(data: dict) -> nn.Module:
@@ -97,19 +118,15 @@ class Trainer:
     returning logits works; SegFormer / SETR also get `final/` in the `save_pretrained` layout)."""
 
     def __init__(self, config: TrainConfig, *, resume: str | Path | None = None, model: nn.Module | None = None,
-                 train_set=None, val_set=None):
-        if config.out is None:
-            raise ValueError("out: no run directory given; set `out:` in the config or pass --out DIR")
-        self.run_dir = Path(config.out)
+                 train_set=None, val_set=None, overwrite: bool = False):
+        self.run_dir, self.overwrite = _check_run_dir(config, resume, overwrite), overwrite
         self.dist = ddp.init_distributed(config.device)
-        taken = [name for name in RUN_FILES if (self.run_dir / name).exists()]
-        if resume is None and taken:
-            raise FileExistsError(f"run directory {self.run_dir} already holds a run ({', '.join(taken)}); pass "
-                                  f"--resume to continue it, or choose another --out")
         self.pose = is_pose(config)
         if train_set is None or val_set is None:
             opened = open_pose_datasets(config) if self.pose else open_datasets(config)
             train_set, val_set = train_set or opened[0], val_set or opened[1]
+        check_files(train_set)
+        check_files(val_set)
         self.config = config = resolve_config(config, train_set)
         self.train_set, self.val_set = train_set, val_set
         self.device, world = self.dist.device, self.dist.world_size
@@ -150,7 +167,7 @@ class Trainer:
         self.schedule = build_schedule(self.optimizer, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.loss_fn = PoseLoss() if self.pose else SegmentationLoss(train_set.ignore_index, config.class_weights)
-        self.start = 0
+        self.start, self.log_lines = 0, None
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
         else:
@@ -166,12 +183,19 @@ class Trainer:
         now = self.config.to_dict()
         changed = sorted(k for k in now if k not in RESUME_FREE and saved.get(k) != now[k])
         if changed:
-            log.warning("resuming %s with a different config (%s): the run will not repeat the original exactly",
-                        path, ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed))
+            log.warning("resuming %s with a different config (%s): the new values apply from iteration %d on, so "
+                        "the run will not repeat the original exactly", path,
+                        ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed), self.checkpoint["iteration"])
 
     def _restore(self, state: dict) -> None:
         self.core.load_state_dict(state["model"])
+        # load_state_dict restores the saved groups' lr, weight decay, betas...: keep this config's instead
+        hyper = [{k: v for k, v in g.items() if k not in ("params", "param_names")}
+                 for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, values in zip(self.optimizer.param_groups, hyper, strict=True):
+            group.update(values)
+        self.log_lines = state.get("log_lines")
         self.scaler.load_state_dict(state["scaler"])
         self.start = int(state["iteration"])
         states = state.get("rng") or []
@@ -185,31 +209,57 @@ class Trainer:
 
     # ---------------------------------------------------------------- files (rank 0)
     def _prepare_run_dir(self) -> None:
+        if self.overwrite:  # start over: only what a run writes goes, anything else in the folder stays
+            for name in RUN_FILES:
+                target = self.run_dir / name
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.run_dir / "config.yaml")
         log_path = self.run_dir / "log.jsonl"
-        if self.start and log_path.exists():  # drop what the interrupted run logged after its checkpoint
-            records = read_log_records(log_path)
-            atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in records if r["iter"] <= self.start))
-        elif not self.start:
-            atomic_write_text(log_path, "")
+        records = read_log_records(log_path) if self.start and log_path.exists() else []
+        # Keep what was logged before the checkpoint was written (older checkpoints: up to its iteration).
+        kept = records[:self.log_lines] if self.log_lines is not None else [r for r in records
+                                                                             if r["iter"] <= self.start]
+        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in kept))
+        self.log_lines = len(kept)
 
     def _log(self, record: dict) -> None:
         if self.dist.is_main:
             with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
+            self.log_lines += 1
 
     def _save(self, iteration: int) -> None:
+        self._check_finite(iteration)  # every rank: the weights are the same, so all stop together
         rng = ddp.gather_objects(rng_state())  # a collective: every rank takes part
         if not self.dist.is_main:
             return
         state = {"iteration": iteration, "model": self.core.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scaler": self.scaler.state_dict(), "micro_batch": self.micro_batch, "rng": rng,
-                 "config": self.config.to_dict()}
+                 "config": self.config.to_dict(), "log_lines": self.log_lines}
         if isinstance(getattr(self.core, "config", None), (SegFormerConfig, SETRConfig)):
             state["model_config"] = self.core.config.to_dict()
         path = save_checkpoint(self.run_dir, iteration, state, keep=self.config.keep_checkpoints)
         log.info("iteration %d: checkpoint %s", iteration, path)
+
+    def _check_finite(self, iteration: int) -> None:
+        """Refuse to save weights or optimiser state holding NaN or inf: such a checkpoint is poisoned."""
+        tensors = [*self.core.state_dict().values(),
+                   *(v for s in self.optimizer.state.values() for v in s.values() if isinstance(v, torch.Tensor))]
+        floats = [t for t in tensors if t.is_floating_point()]
+        bad = sum(int((~torch.isfinite(t)).sum()) for t in floats)
+        if bad:
+            total = sum(t.numel() for t in floats)
+            raise NonFiniteLossError(
+                f"after iteration {iteration} of {self.config.iters}, {bad} of {total} values of the weights and "
+                f"optimiser state are NaN or infinite; training stopped and wrote no checkpoint for it, "
+                f"{self._last_good()}")
+
+    def _last_good(self) -> str:
+        found = list_checkpoints(self.run_dir)
+        last = (f"the last checkpoint, {found[-1][1]} (iteration {found[-1][0]}), is intact: fix the cause and "
+                f"--resume from it" if found else "no checkpoint was written before")
+        return f"{last}. Lower lr, set clip_grad, use amp: none, or check the data"
 
     # ---------------------------------------------------------------- evaluation
     def evaluate(self) -> dict:
@@ -253,12 +303,8 @@ class Trainer:
         return total, grad_norm
 
     def _nan_message(self, iteration: int, value: float) -> str:
-        found = list_checkpoints(self.run_dir)
-        last = (f"the last checkpoint, {found[-1][1]} (iteration {found[-1][0]}), is intact: fix the cause and "
-                f"--resume from it" if found else "no checkpoint was written yet")
         return (f"loss is {value} at iteration {iteration} of {self.config.iters}; training stopped before that "
-                f"step (no checkpoint written for it), {last}. Lower lr, set clip_grad, use amp: none, or check the "
-                f"data")
+                f"step (no checkpoint written for it), {self._last_good()}")
 
     def fit(self) -> dict:
         """Train from the start (or the resumed iteration) to `config.iters`; returns the final metrics."""
@@ -292,13 +338,25 @@ class Trainer:
                 if c.eval_interval and it % c.eval_interval == 0 and it < c.iters:
                     self._log_eval(it, self.evaluate())
                     self.model.train()
-                if it % c.checkpoint_interval == 0:
+                if it % c.checkpoint_interval == 0 or it == c.iters:  # the last step always: evaluation may fail
                     self._save(it)
         finally:
             bar.close()
-        metrics = self.evaluate()
-        self._log_eval(c.iters, metrics)
-        if main:
+        return self._finish()
+
+    def _finish(self) -> dict:
+        """The final evaluation, then metrics.json, final/ and the plots. The last iteration's checkpoint is on
+        disk already, so when this fails, --resume repeats only this part."""
+        try:
+            metrics = self.evaluate()
+        except Exception:
+            if self.dist.is_main:
+                log.error("the final evaluation failed; the trained model is safe in %s: fix the cause and run the "
+                          "same command with --resume to evaluate it and write final/",
+                          checkpoint_path(self.run_dir, self.config.iters))
+            raise
+        self._log_eval(self.config.iters, metrics)
+        if self.dist.is_main:
             self._write_results(metrics)
         ddp.barrier()
         return metrics
@@ -324,9 +382,8 @@ class Trainer:
         if hasattr(self.core, "save_pretrained"):
             self.core.save_pretrained(final, overwrite=True)
         else:  # any other model: its weights alone
-            final.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.detach().contiguous().cpu() for k, v in self.core.state_dict().items()},
-                      str(final / "model.safetensors"))
+            weights = {k: v.detach().contiguous().cpu() for k, v in self.core.state_dict().items()}
+            atomic_dir(final, lambda tmp: save_file(weights, str(tmp / "model.safetensors")), overwrite=True)
         save_plots(self.run_dir)
 
     def _segmentation_results(self, metrics: dict) -> dict:
@@ -337,12 +394,14 @@ class Trainer:
 
 
 def train(config: TrainConfig, *, resume: str | Path | None = None, model: nn.Module | None = None,
-          train_set=None, val_set=None) -> dict:
+          train_set=None, val_set=None, overwrite: bool = False) -> dict:
     """Run `config` (see `Trainer`); returns the final validation metrics (`evaluation.IoUMetric.compute`).
-    Leaves the process group on the way out if this call joined it."""
+    `overwrite` starts over in a run directory that holds a (failed) run. Leaves the process group on the way
+    out if this call joined it."""
     joined = not ddp.is_initialized()
     try:
-        return Trainer(config, resume=resume, model=model, train_set=train_set, val_set=val_set).fit()
+        return Trainer(config, resume=resume, model=model, train_set=train_set, val_set=val_set,
+                       overwrite=overwrite).fit()
     finally:
         if joined:
             ddp.destroy()
