@@ -185,7 +185,8 @@ class Trainer:
         if changed:
             log.warning("resuming %s with a different config (%s): the new values apply from iteration %d on, so "
                         "the run will not repeat the original exactly", path,
-                        ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed), self.checkpoint["iteration"])
+                        ", ".join(f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in changed),
+                        self.checkpoint["iteration"])
 
     def _restore(self, state: dict) -> None:
         self.core.load_state_dict(state["model"])
