@@ -212,7 +212,7 @@ def test_chunked_argmax_of_several_runs_equals_the_full_softmax_mean(monkeypatch
     top2 = full[0].topk(2, dim=0).values
     clear = (top2[0] - top2[1]) > 1e-5  # ignore exact near-ties, where rounding may pick either
     assert clear.float().mean() > 0.99
-    assert torch.equal(labels[clear], full[0].argmax(0)[clear])
+    assert torch.equal(labels[clear].long(), full[0].argmax(0)[clear])
 
 
 @pytest.mark.parametrize("mode", ["whole", "slide"])

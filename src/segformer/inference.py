@@ -14,8 +14,11 @@ K x crop_h x (crop_w + stride_w) for the row in progress. `predict(mode="slide")
 flip argmaxes each finished region at once, so nothing of size K x H x W ever exists: for an 8192 x 8192 image,
 150 classes, crop 512 stride 341, the carry is 0.84 GB where the full logits would be 40 GB; measured with B0
 on CPU, the whole process peaks at 2.13 GiB RSS (benchmarks/predict_memory.py, benchmarks/RESULTS.md).
-Label maps are resized to the original size class chunk by class chunk, so no (K, H, W) tensor exists there
-either; only asking for `scores` (or the tensor functions above) makes one. A resize, scales or flip make
+Label maps are resized to the original size class chunk by class chunk, and for outputs above 16.7 MP also in
+bands of rows (equal to one full resize up to float rounding, ~1e-6), so no (K, H, W) tensor exists there
+either and memory is the label map plus about 64 MB a band (a 12000 x 12000 image: see docs/reliability.md);
+only asking for `scores` (or the tensor functions above) makes one. Images above `max_pixels` (100 MP by
+default) are refused before decoding. A resize, scales or flip make
 `predict` hold the logits at the resized size, K x h x w.
 """
 
@@ -31,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from .data.datasets import IMAGE_EXTENSIONS
-from .preprocess import ImageLike, ImageProcessor, multiple_size, resize_image, to_rgb_array
+from .preprocess import MAX_PIXELS, ImageLike, ImageProcessor, multiple_size, resize_image, to_rgb_array
 
 Size = tuple[int, int]
 # crop(y0, y1, x0, x1) -> normalised (B, 3, y1 - y0, x1 - x0) tensor on the compute device
@@ -39,6 +42,7 @@ CropFn = Callable[[int, int, int, int], torch.Tensor]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODES = ("whole", "slide")
 _CHUNK_BYTES = 64 * 2**20  # size of one class chunk when resizing scores to the original size
+_BAND_BYTES = 64 * 2**20  # one class at the original size above this: labels are computed in bands of rows
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
@@ -199,16 +203,51 @@ def multiscale(model: torch.nn.Module, x: torch.Tensor, scales: Sequence[float] 
     return total / runs
 
 
+def _row_weights(in_size: int, out_size: int, y0: int, y1: int):
+    """Source rows (i0, i1) and weights (w0, w1) of bilinear resizing (align_corners=False) for output rows
+    y0..y1, in float32 as PyTorch computes them."""
+    scale = torch.tensor(in_size, dtype=torch.float32) / out_size
+    src = ((torch.arange(y0, y1, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_min(0)
+    i0 = src.long()
+    i1 = (i0 + 1).clamp_max(in_size - 1)
+    w1 = src - i0
+    return i0, i1, 1 - w1, w1
+
+
+def _resize_rows(logits: torch.Tensor, size: Size, y0: int, y1: int) -> torch.Tensor:
+    """Rows y0..y1 of `logits` resized bilinearly to `size`: the width by F.interpolate on the few source rows
+    needed, the height by their weighted sum (equal to the full resize up to float rounding)."""
+    if (y0, y1) == (0, size[0]):
+        return _upsample(logits, size)
+    i0, i1, w0, w1 = _row_weights(logits.shape[-2], size[0], y0, y1)
+    lo, hi = int(i0[0]), int(i1[-1]) + 1
+    rows = _upsample(logits[..., lo:hi, :], (hi - lo, size[1]))
+    return rows[..., i0 - lo, :] * w0[:, None].to(rows) + rows[..., i1 - lo, :] * w1[:, None].to(rows)
+
+
 def _argmax_at(sources: list[tuple[torch.Tensor, bool]], size: Size) -> torch.Tensor:
     """(B, H, W) argmax over classes of the sources' logits resized to `size` (and unflipped where flagged):
-    of the logits for one source, of the mean softmax for several. Computed one chunk of classes at a time
-    so that no (B, K, H, W) tensor exists; each class is resized exactly as a full `F.interpolate` would."""
+    of the logits for one source, of the mean softmax for several; uint8 for up to 256 classes, else int32.
+    Computed one chunk of classes at a time so that no (B, K, H, W) tensor exists (each class resized exactly
+    as a full `F.interpolate` would), and for large outputs also in bands of rows, so that memory is the label
+    map plus about `_BAND_BYTES`."""
+    batch, num_classes = sources[0][0].shape[:2]
+    labels = torch.empty((batch, *size), dtype=torch.uint8 if num_classes <= 256 else torch.int32)
+    rows = size[0] if 4 * batch * size[0] * size[1] <= _BAND_BYTES else max(1, _BAND_BYTES // (4 * batch * size[1]))
+    for y0 in range(0, size[0], rows):
+        y1 = min(size[0], y0 + rows)
+        labels[:, y0:y1] = _argmax_rows(sources, size, y0, y1).cpu()
+    return labels
+
+
+def _argmax_rows(sources: list[tuple[torch.Tensor, bool]], size: Size, y0: int, y1: int) -> torch.Tensor:
+    """`_argmax_at` for output rows y0..y1 (int64)."""
     first = sources[0][0]
     num_classes = first.shape[1]
-    chunk = max(1, _CHUNK_BYTES // (4 * first.shape[0] * size[0] * size[1]))
+    chunk = max(1, _CHUNK_BYTES // (4 * first.shape[0] * (y1 - y0) * size[1]))
 
     def resized(logits: torch.Tensor, flipped: bool, c0: int) -> torch.Tensor:
-        out = _upsample(logits[:, c0:c0 + chunk], size)
+        out = _resize_rows(logits[:, c0:c0 + chunk], size, y0, y1)
         return out.flip(-1) if flipped else out
 
     log_norm = []
@@ -289,7 +328,7 @@ def _predict_one(model, rgb: np.ndarray, processor: ImageProcessor, norm: _Norma
                 logits = _assemble(slide_blocks(model, lambda a, b, c, d, v=view: norm(v[a:b, c:d]), view.shape[:2],
                                                 crop_size, stride, batch_size=batch_size, dtype=dtype), view.shape[:2])
             sources.append((logits, flipped))
-    labels = _argmax_at(sources, (height, width))[0].cpu().numpy().astype(_label_dtype(sources[0][0].shape[1]))
+    labels = _argmax_at(sources, (height, width))[0].numpy().astype(_label_dtype(sources[0][0].shape[1]), copy=False)
     if scores is None:
         return labels
     if scores == "logits":
@@ -326,7 +365,7 @@ def predict(model: torch.nn.Module, images: ImageLike | Sequence[ImageLike], *, 
             processor: ImageProcessor | None = None, crop_size: Sequence[int] = (512, 512),
             stride: Sequence[int] = (341, 341), scales: Sequence[float] = (1.0,), flip: bool = False,
             device: str | torch.device | None = None, dtype: str | torch.dtype | None = None, batch_size: int = 1,
-            scores: str | None = None):
+            scores: str | None = None, max_pixels: int | None = MAX_PIXELS):
     """Segment images with any model that returns logits; label maps come back at each image's original size.
 
     images: a path, PIL image or (H, W, 3) uint8 array, or a list of them (then a list is returned).
@@ -340,6 +379,7 @@ def predict(model: torch.nn.Module, images: ImageLike | Sequence[ImageLike], *, 
     device: where the model runs (it is moved there); default: where its parameters are.
     dtype: "float32", "bfloat16" or "float16" (autocast). batch_size: windows per forward pass in slide mode.
     scores: None, "probs" or "logits": also return (K, H, W) float32 scores, as (labels, scores).
+    max_pixels: refuse larger images (ValueError; a file is checked from its header); None or 0: no limit.
 
     Labels are uint8 arrays for up to 256 classes, uint16 up to 65536, int32 beyond. The model is put in eval
     mode for the call and its training flag restored afterwards.
@@ -355,8 +395,8 @@ def predict(model: torch.nn.Module, images: ImageLike | Sequence[ImageLike], *, 
     was_training = model.training
     model.eval()
     try:
-        results = [_predict_one(model, to_rgb_array(image), processor, norm, mode, crop_size, stride, scales, flip,
-                                batch_size, dtype, scores) for image in ([images] if single else images)]
+        results = [_predict_one(model, to_rgb_array(image, max_pixels), processor, norm, mode, crop_size, stride,
+                                scales, flip, batch_size, dtype, scores) for image in ([images] if single else images)]
     finally:
         model.train(was_training)
     return results[0] if single else results

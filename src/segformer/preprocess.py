@@ -22,6 +22,7 @@ OpenCV's `imread` does. Files get their EXIF orientation applied, as HF's loader
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MMSEG_MEAN = (123.675, 116.28, 103.53)
 MMSEG_STD = (58.395, 57.12, 57.375)
 BACKENDS = ("pillow", "cv2")
+MAX_PIXELS = 100_000_000  # predict's default image size limit (Pillow itself refuses above 178,956,970)
 
 ImageLike = str | os.PathLike | Image.Image | np.ndarray
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
@@ -53,23 +55,48 @@ __all__ = [
 ]
 
 
-def _open(path: str | os.PathLike, what: str) -> Image.Image:
+def check_pixels(width: int, height: int, max_pixels: int | None, source: object = "image") -> None:
+    """Refuse an image of more than `max_pixels` pixels (None or 0: no limit) before it is decoded or segmented."""
+    if max_pixels and width * height > max_pixels:
+        raise ValueError(f"{source} is {width}x{height} = {width * height:,} pixels, above the limit of "
+                         f"{max_pixels:,} (max_pixels, CLI --max-pixels; 0 = no limit); raise it if you mean it: "
+                         f"decoding it alone takes {3 * width * height / 2**30:.1f} GiB")
+
+
+@contextlib.contextmanager
+def _pillow_limit(max_pixels: int | None):
+    """With a limit of ours (or 0 = none), Pillow's own decompression-bomb check (warn above 89 MP, refuse above
+    179 MP) steps aside; without one (None) it stays."""
+    if max_pixels is None:
+        yield
+        return
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def _open(path: str | os.PathLike, what: str, max_pixels: int | None = None) -> Image.Image:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{what} file not found: {path}")
     try:
-        with Image.open(path) as im:
+        with _pillow_limit(max_pixels), Image.open(path) as im:
+            check_pixels(*im.size, max_pixels, f"{what} file {path}")
             im.load()
             return im if what == "label" else ImageOps.exif_transpose(im)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise ValueError(f"cannot read {what} file {path}: {exc} (expected an image Pillow can open)") from exc
 
 
-def to_rgb_array(image: ImageLike) -> np.ndarray:
-    """Any accepted image input -> (H, W, 3) uint8 RGB array."""
+def to_rgb_array(image: ImageLike, max_pixels: int | None = None) -> np.ndarray:
+    """Any accepted image input -> (H, W, 3) uint8 RGB array; more than `max_pixels` pixels are refused (for a
+    file, from its header, before decoding)."""
     if isinstance(image, (str, os.PathLike)):
-        image = _open(image, "image")
+        image = _open(image, "image", max_pixels)
     if isinstance(image, Image.Image):
+        check_pixels(*image.size, max_pixels)
         if image.mode in _SIXTEEN_BIT_MODES:
             gray = (np.clip(np.asarray(image, dtype=np.int64), 0, 65535) >> 8).astype(np.uint8)
             return np.repeat(gray[:, :, None], 3, axis=2)
@@ -80,6 +107,8 @@ def to_rgb_array(image: ImageLike) -> np.ndarray:
         if image.dtype != np.uint8:
             raise ValueError(f"image array has dtype {image.dtype}; expected uint8 (0..255). Accepted: "
                              f"{_ACCEPTED_IMAGES}")
+        if image.ndim in (2, 3):
+            check_pixels(image.shape[1], image.shape[0], max_pixels)
         if image.ndim == 2:
             return np.repeat(image[:, :, None], 3, axis=2)
         if image.ndim == 3 and image.shape[2] == 3:

@@ -90,6 +90,47 @@ def from_native(state_dict: dict[str, torch.Tensor], config: SegFormerConfig | N
     return {(f"segformer.{k}" if with_head and k.startswith("encoder.") else k): v for k, v in sd.items()}
 
 
+# transformers config.json key -> our config field ("encoder." = MiTConfig), as config_to_hf writes them.
+FIELDS = {"hidden_sizes": "encoder.embed_dims", "depths": "encoder.depths", "num_attention_heads": "encoder.num_heads",
+          "sr_ratios": "encoder.sr_ratios", "patch_sizes": "encoder.patch_sizes", "strides": "encoder.strides",
+          "mlp_ratios": "encoder.mlp_ratios", "num_channels": "encoder.in_channels",
+          "hidden_dropout_prob": "encoder.drop_rate", "attention_probs_dropout_prob": "encoder.attn_drop_rate",
+          "drop_path_rate": "encoder.drop_path_rate", "decoder_hidden_size": "decoder_dim",
+          "classifier_dropout_prob": "decoder_dropout", "id2label": "num_classes",
+          "semantic_loss_ignore_index": "ignore_index"}
+_STAGE_LISTS = ("hidden_sizes", "depths", "num_attention_heads", "sr_ratios", "patch_sizes", "strides", "mlp_ratios")
+
+
+def check_config(cfg: dict) -> None:
+    """Raise a ValueError naming the first key of a transformers SegFormer config.json that has the wrong type."""
+    for key in _STAGE_LISTS:
+        value = cfg.get(key)
+        if not (isinstance(value, list) and len(value) == 4
+                and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+            raise ValueError(f"key {key!r} must be a list of 4 positive integers (one per stage), got {value!r}")
+    for key in ("num_labels", "num_channels", "decoder_hidden_size", "semantic_loss_ignore_index"):
+        if key in cfg and not (isinstance(cfg[key], int) and not isinstance(cfg[key], bool)):
+            raise ValueError(f"key {key!r} must be an integer, got {cfg[key]!r}")
+    if not isinstance(cfg.get("id2label") or {}, dict):
+        raise ValueError(f"key 'id2label' must be a mapping of class id to name, got {cfg['id2label']!r}")
+
+
+def conflicts(cfg: dict, config: SegFormerConfig) -> list[str]:
+    """The transformers fields of a config.json that disagree with `config` (its "segformer" entry), as
+    "key: value in the file (entry: value)"; class names are not compared."""
+    check_config(cfg)
+    theirs = config_from_hf(cfg, task=config.task)
+    found = []
+    for key, field in FIELDS.items():
+        a, b = theirs, config
+        for part in field.split("."):
+            a, b = getattr(a, part), getattr(b, part)
+        if (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b):
+            shown = f"{len(cfg[key])} labels" if key == "id2label" else repr(cfg.get(key))
+            found.append(f"{key}: {shown} (entry: {field} = {b!r})")
+    return found
+
+
 def config_from_hf(cfg: dict, task: str | None = None) -> SegFormerConfig:
     """Our config from a transformers `config.json` dict."""
     archs = cfg.get("architectures") or []

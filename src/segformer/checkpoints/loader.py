@@ -21,6 +21,7 @@ from ..models.segmentor import SegFormer, SegFormerConfig
 from ..models.setr import SETR
 from ..models.vit import VisionTransformer
 from ..models.zoo import ZOO, pose_overrides
+from ..utils.io import atomic_dir
 from . import hf, mmpose, mmseg, nvlabs, setr_loader
 from .io import CHECKPOINT_SUFFIXES, read_checkpoint, write_json, write_safetensors, write_torch
 
@@ -101,7 +102,7 @@ def _resolve(source: str | Path) -> tuple[Path, dict | None]:
         if weights is None:
             raise FileNotFoundError(f"{path}: directory has none of {', '.join(WEIGHT_FILES)}")
         cfg = path / "config.json"
-        return weights, json.loads(cfg.read_text()) if cfg.is_file() else None
+        return weights, read_config_json(cfg) if cfg.is_file() else None
     name = str(source)
     if name in ZOO:
         if ZOO[name].hub_id is None:
@@ -122,7 +123,7 @@ def _from_hub(repo_id: str) -> tuple[Path, dict | None]:
         cfg = Path(hf_hub_download(repo_id, "config.json"))
         for name in WEIGHT_FILES:
             try:
-                return Path(hf_hub_download(repo_id, name)), json.loads(cfg.read_text())
+                return Path(hf_hub_download(repo_id, name)), read_config_json(cfg)
             except EntryNotFoundError:
                 continue
     except LocalEntryNotFoundError:
@@ -135,31 +136,91 @@ def _from_hub(repo_id: str) -> tuple[Path, dict | None]:
     raise FileNotFoundError(f"{repo_id}: the repository has none of {', '.join(WEIGHT_FILES)}")
 
 
+def read_config_json(path: Path) -> dict:
+    """A model folder's config.json as a dict; a ValueError naming the file if it is not a JSON object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: a model config.json is a JSON object of settings, got a {type(data).__name__}")
+    return data
+
+
 def read_source(source: str | Path) -> tuple[dict[str, torch.Tensor], SegFormerConfig | None, bool]:
     """(our-layout state dict, config, has_head) of any source; config is None when only shapes tell."""
     weights, cfg_json = _resolve(source)
     sd, meta = read_checkpoint(weights)
-    if setr_loader.detect(list(sd)) is not None or setr_loader.saved_config(cfg_json, meta) is not None:
-        return setr_loader.read(sd, meta, cfg_json, str(weights))
-    native, fmt = to_native(sd, str(weights))
-    has_head = any(k.startswith("decode_head.") for k in native)
+    if bad := non_finite(sd):
+        warnings.warn(f"{weights}: {bad} weight values are NaN or infinite; the model's outputs will be too "
+                      f"(a checkpoint of a diverged run?)", stacklevel=3)
+    where = weights.with_name("config.json") if cfg_json is not None else weights
+    try:
+        if setr_loader.detect(list(sd)) is not None or setr_loader.saved_config(cfg_json, meta) is not None:
+            return setr_loader.read(sd, meta, cfg_json, str(weights))
+        native, fmt = to_native(sd, str(weights))
+        config = _config_of(native, fmt, meta, cfg_json, weights)
+    except (TypeError, KeyError, AttributeError) as exc:  # a hand-edited config of the wrong shape
+        detail = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ValueError(f"{where}: not a valid model config ({detail})") from None
+    except ValueError as exc:  # name the file where the message does not
+        if str(where) in str(exc) or str(weights) in str(exc):
+            raise
+        raise ValueError(f"{where}: {exc}") from None
+    return native, config, any(k.startswith("decode_head.") for k in native)
+
+
+def _config_of(native: dict, fmt: str, meta: dict, cfg_json: dict | None, weights: Path) -> SegFormerConfig:
+    """The config of a SegFormer checkpoint: config.json ("segformer" entry, checked against its transformers
+    fields and the weights file's own copy), the weights' metadata, HF fields, or the tensor shapes."""
+    stored = SegFormerConfig.from_dict(json.loads(meta["segformer_config"])) if meta.get("segformer_config") else None
     if cfg_json is not None and "segformer" in cfg_json:
         config = SegFormerConfig.from_dict(cfg_json["segformer"])
-    elif meta.get("segformer_config"):
-        config = SegFormerConfig.from_dict(json.loads(meta["segformer_config"]))
-    elif cfg_json is not None and cfg_json.get("model_type") == "segformer":
-        config = hf.config_from_hf(cfg_json)
-    elif fmt == "ours":
+        if cfg_json.get("model_type") == "segformer":
+            config = _with_hf_edits(cfg_json, config)
+        if stored is not None:
+            _check_same(config, stored, weights)
+        return config
+    if stored is not None:
+        return stored
+    if cfg_json is not None and cfg_json.get("model_type") == "segformer":
+        hf.check_config(cfg_json)
+        return hf.config_from_hf(cfg_json)
+    if fmt == "ours":
         raise ValueError(f"{weights}: our layout without its config.json (or safetensors metadata); "
                          f"keep the file next to the config.json that save_pretrained wrote")
-    else:
-        config = infer_config(native, FORMATS[fmt].EPS)
-        if fmt == "mmpose":  # the reference's heatmap head: no dropout
-            config = dataclasses.replace(config, task="pose", decoder_dropout=0.0)
-        names = mmpose.keypoint_names(meta) if fmt == "mmpose" else _class_names(meta)
-        if names and len(names) == config.num_classes:
-            config.class_names = names
-    return native, config, has_head
+    config = infer_config(native, FORMATS[fmt].EPS)
+    if fmt == "mmpose":  # the reference's heatmap head: no dropout
+        config = dataclasses.replace(config, task="pose", decoder_dropout=0.0)
+    names = mmpose.keypoint_names(meta) if fmt == "mmpose" else _class_names(meta)
+    if names and len(names) == config.num_classes:
+        config.class_names = names
+    return config
+
+
+def _with_hf_edits(cfg_json: dict, config: SegFormerConfig) -> SegFormerConfig:
+    """A config.json we wrote holds the transformers fields and our "segformer" entry: refuse edits that make them
+    disagree (the model would silently differ from what the file says); renamed classes (id2label) are taken."""
+    found = hf.conflicts(cfg_json, config)
+    if found:
+        raise ValueError(f"its transformers fields disagree with its \"segformer\" entry, which this package reads: "
+                         f"{'; '.join(found)}. Make them agree, or delete the \"segformer\" entry to use the "
+                         f"transformers fields")
+    names = hf.config_from_hf(cfg_json, task=config.task).class_names
+    if names and names != config.class_names:
+        warnings.warn("config.json: id2label differs from the class names of its \"segformer\" entry; using "
+                      "id2label", stacklevel=4)
+        config = dataclasses.replace(config, class_names=names)
+    return config
+
+
+def _check_same(config: SegFormerConfig, stored: SegFormerConfig, weights: Path) -> None:
+    """config.json must describe the model that the weights file itself records (class names aside)."""
+    mine, theirs = config.to_dict(), stored.to_dict()
+    differ = sorted(k for k in mine if k != "class_names" and mine[k] != theirs.get(k))
+    if differ:
+        raise ValueError(f"config.json does not match the config recorded in {weights.name} ({', '.join(differ)} "
+                         f"differ): the folder mixes two saves, e.g. an interrupted save; save the model again")
 
 
 def load_model(source: str | Path, **overrides) -> nn.Module:
@@ -223,6 +284,11 @@ def load_model(source: str | Path, **overrides) -> nn.Module:
     return model
 
 
+def non_finite(state_dict: dict[str, torch.Tensor]) -> int:
+    """How many values of the floating-point tensors are NaN or infinite."""
+    return sum(int((~torch.isfinite(t)).sum()) for t in state_dict.values() if t.is_floating_point())
+
+
 def _load_into(model: nn.Module, sd: dict[str, torch.Tensor], source: str, fresh: tuple[str, ...]) -> None:
     own = model.state_dict()
     optional = ("num_batches_tracked",)  # not every writer stores BN step counters
@@ -267,18 +333,29 @@ def save_pretrained(model: nn.Module, directory: str | Path, *, overwrite: bool 
                       f"with 1e-5 (logits differ slightly), segformer.load_model keeps the original eps", stacklevel=2)
     cfg_json = hf.config_to_hf(config) if use_hf else {"segformer": config.to_dict()}
     weights = hf.from_native(sd, config) if use_hf else sd
-    write_safetensors(weights_path, weights, {"format": "pt", "segformer_config": json.dumps(config.to_dict())},
-                      overwrite=True)
-    write_json(cfg_path, cfg_json, overwrite=True)
+    meta = {"format": "pt", "segformer_config": json.dumps(config.to_dict())}
+
+    def fill(folder: Path) -> None:
+        write_safetensors(folder / weights_path.name, weights, meta, overwrite=True)
+        write_json(folder / cfg_path.name, cfg_json, overwrite=True)
+
+    if not directory.exists() or {p.name for p in directory.iterdir()} <= {cfg_path.name, weights_path.name}:
+        return atomic_dir(directory, fill, overwrite=True)  # the pair is swapped in together
+    fill(directory)  # other files live there too: file by file (loading refuses a mismatched pair)
     return directory
 
 
 def convert(source: str | Path, destination: str | Path, to: str = "hf", *, overwrite: bool = False) -> Path:
     """Rewrite `source` in another layout: "hf" / "ours" (directories) or "nvlabs" / "mmseg" (one file,
     .pth with a `state_dict` + `meta`, or .safetensors)."""
-    model = load_model(source)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*NaN or infinite")  # refused just below
+        model = load_model(source)
     destination = Path(destination)
     sd, config = _target(model)
+    if bad := non_finite(sd):
+        raise ValueError(f"{source}: {bad} weight values are NaN or infinite; refusing to convert a broken "
+                         f"checkpoint (a diverged run?)")
     vit = isinstance(model, (SETR, VisionTransformer))
     if to == "ours" or (to == "hf" and not vit):
         if config is None:

@@ -37,6 +37,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--legend", action="store_true", help="add a legend of the classes present to the overlay")
     p.add_argument("--no-overlay", action="store_true", help="write the label maps only")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    p.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                   help="refuse images with more pixels, before decoding them (default 100000000; 0: no limit)")
     p.add_argument("--token-merging", help="SegFormer++ strategy: hq, fast, 2x2, downsample, or a YAML file")
     p.add_argument("--boxes", metavar="FILE.json",
                    help="pose models: person boxes, COCO detection results ([{image_id, bbox: [x, y, w, h], score}]; "
@@ -71,6 +73,18 @@ def _predict_outputs(pairs, out, overlay: bool, overwrite: bool) -> list:
     return jobs
 
 
+def _check_writable(out) -> None:
+    """Create `out` and write (then remove) a file in it; a ValueError says why not."""
+    import tempfile
+
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as exc:
+        raise ValueError(f"--out {out}: cannot write there ({exc.strerror or exc}); choose another folder") from None
+
+
 def _save_png(picture, path) -> None:
     """Write a PIL image or an integer array (8-bit, or 16-bit grey) as PNG, atomically (temp file + rename)."""
     from PIL import Image
@@ -92,15 +106,19 @@ def _run_predict(args: argparse.Namespace) -> int:
 
     from ..data.palettes import get_class_names, get_palette
     from ..inference import check_options, collect_images, predict, shard
-    from ..preprocess import to_rgb_array
+    from ..preprocess import MAX_PIXELS, to_rgb_array
     from ..visualize import render
 
     crop, stride = _hw(args.crop, "--crop") or (512, 512), _hw(args.stride, "--stride") or (341, 341)
+    max_pixels = MAX_PIXELS if args.max_pixels is None else args.max_pixels
+    if max_pixels < 0:
+        raise ValueError(f"--max-pixels must be >= 0 (0: no limit), got {max_pixels}")
     if not 0.0 <= args.opacity <= 1.0:
         raise ValueError(f"--opacity must be in [0, 1], got {args.opacity}")
     check_options(mode=args.mode, crop_size=crop, stride=stride, scales=args.scales, batch_size=args.batch_size)
     processor = _processor(args)
     out = Path(args.out)
+    _check_writable(out)  # before the (slow) model load and inference
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and world > 1:
@@ -128,7 +146,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     mine, failed, start = shard(jobs, rank, world), 0, time.perf_counter()
     for image, label_path, overlay_path in tqdm(mine, unit="image", disable=rank != 0, dynamic_ncols=True):
         try:
-            rgb = to_rgb_array(image)
+            rgb = to_rgb_array(image, max_pixels)
             labels = predict(model, rgb, mode=args.mode, processor=processor, crop_size=crop, stride=stride,
                              scales=args.scales, flip=args.flip, dtype=dtype, batch_size=args.batch_size)
             _save_png(labels, label_path)

@@ -10,17 +10,17 @@ of pure noise. Deterministic: sample i of a split depends only on (seed, split, 
 from __future__ import annotations
 
 import colorsys
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..utils.io import atomic_dir
+
 SYNTHETIC_CLASSES = ("background", "disc", "square", "triangle", "ring", "stripes")
 SPLITS = ("train", "val")
-_LAYOUT = {"images", "masks", "classes.txt"}
+MARKER = ".segformer-synthetic"  # only a folder holding it is ever replaced
+_LAYOUT = {"images", "masks", "classes.txt", MARKER}
 # Hue (0-1) at the centre of each object class's colour family; pairs share one on purpose.
 _FAMILY_HUE = {1: 0.02, 2: 0.45, 3: 0.45, 4: 0.02, 5: 0.78}
 
@@ -97,8 +97,8 @@ def write_synthetic(root: str | Path, num_train: int = 200, num_val: int = 50, s
     """Write the set to `root` (images/<split>/, masks/<split>/, classes.txt) and return `root`.
 
     The set is built in a temporary folder beside `root` and moved into place, so a failure leaves no
-    half-written set. An existing non-empty `root` is replaced only with `overwrite=True`, and only if it
-    holds nothing but this layout.
+    half-written set. An existing non-empty `root` is replaced only with `overwrite=True`, and only if it is
+    a set this function wrote (its `.segformer-synthetic` marker file) holding nothing else.
     """
     root = Path(root)
     if not 16 <= min_size <= max_size:
@@ -111,13 +111,15 @@ def write_synthetic(root: str | Path, num_train: int = 200, num_val: int = 50, s
         contents = {p.name for p in root.iterdir()}
         if contents and not overwrite:
             raise FileExistsError(f"{root} is not empty; pass overwrite=True (--overwrite) to replace it")
+        if contents and MARKER not in contents:
+            raise FileExistsError(f"{root} was not written by `segformer synth` (it has no {MARKER} file); refusing "
+                                  f"to replace a folder that may hold your own data")
         if contents - _LAYOUT:
             raise FileExistsError(f"{root} holds {sorted(contents - _LAYOUT)}, not only a synthetic set "
                                   f"({sorted(_LAYOUT)}); refusing to replace it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the set is an ordinary folder
-    try:
+    def fill(tmp: Path) -> None:
+        (tmp / MARKER).write_text("written by `segformer synth`; `segformer synth --overwrite` may replace this "
+                                  "folder\n", encoding="utf-8")
         (tmp / "classes.txt").write_text("\n".join(SYNTHETIC_CLASSES) + "\n", encoding="utf-8")
         for split_id, (split, count) in enumerate(zip(SPLITS, (num_train, num_val), strict=True)):
             if count == 0:
@@ -128,14 +130,6 @@ def write_synthetic(root: str | Path, num_train: int = 200, num_val: int = 50, s
                 image, label = generate_sample(np.random.default_rng([seed, split_id, i]), min_size, max_size)
                 Image.fromarray(image).save(tmp / "images" / split / f"{i:05d}.png")
                 Image.fromarray(label).save(tmp / "masks" / split / f"{i:05d}.png")
-        if root.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old.", dir=root.parent))
-            os.replace(root, old / "set")
-            os.replace(tmp, root)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    atomic_dir(root, fill, overwrite=True)  # built beside root, then swapped in
     return root
