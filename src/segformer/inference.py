@@ -14,9 +14,9 @@ K x crop_h x (crop_w + stride_w) for the row in progress. `predict(mode="slide")
 flip argmaxes each finished region at once, so nothing of size K x H x W ever exists: for an 8192 x 8192 image,
 150 classes, crop 512 stride 341, the carry is 0.84 GB where the full logits would be 40 GB; measured with B0
 on CPU, the whole process peaks at 2.13 GiB RSS (benchmarks/predict_memory.py, benchmarks/RESULTS.md).
-Label maps are resized to the original size class chunk by class chunk, and for outputs above 16.7 MP also in
+Label maps are resized to the original size class chunk by class chunk, and for outputs above 4.2 MP also in
 bands of rows (equal to one full resize up to float rounding, ~1e-6), so no (K, H, W) tensor exists there
-either and memory is the label map plus about 64 MB a band (a 12000 x 12000 image: see docs/reliability.md);
+either and memory is the label map plus a few 16 MB bands (a 12000 x 12000 image: see docs/reliability.md);
 only asking for `scores` (or the tensor functions above) makes one. Images above `max_pixels` (100 MP by
 default) are refused before decoding. A resize, scales or flip make
 `predict` hold the logits at the resized size, K x h x w.
@@ -42,7 +42,7 @@ CropFn = Callable[[int, int, int, int], torch.Tensor]
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODES = ("whole", "slide")
 _CHUNK_BYTES = 64 * 2**20  # size of one class chunk when resizing scores to the original size
-_BAND_BYTES = 64 * 2**20  # one class at the original size above this: labels are computed in bands of rows
+_BAND_BYTES = 16 * 2**20  # one class at the original size above this: labels are computed in bands of rows
 
 
 def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
@@ -203,26 +203,30 @@ def multiscale(model: torch.nn.Module, x: torch.Tensor, scales: Sequence[float] 
     return total / runs
 
 
-def _row_weights(in_size: int, out_size: int, y0: int, y1: int):
-    """Source rows (i0, i1) and weights (w0, w1) of bilinear resizing (align_corners=False) for output rows
-    y0..y1, in float32 as PyTorch computes them."""
+def _row_weights(in_size: int, out_size: int, y0: int, y1: int) -> tuple[torch.Tensor, int]:
+    """(matrix, first source row): bilinear resizing (align_corners=False) of `in_size` rows to `out_size` as a
+    (y1 - y0, n) matrix that maps source rows first..first + n to output rows y0..y1 (weights as PyTorch's)."""
     scale = torch.tensor(in_size, dtype=torch.float32) / out_size
     src = ((torch.arange(y0, y1, dtype=torch.float32) + 0.5) * scale - 0.5).clamp_min(0)
     i0 = src.long()
     i1 = (i0 + 1).clamp_max(in_size - 1)
     w1 = src - i0
-    return i0, i1, 1 - w1, w1
+    first = int(i0[0])
+    matrix = torch.zeros(y1 - y0, int(i1[-1]) + 1 - first)
+    rows = torch.arange(y1 - y0)
+    matrix.index_put_((rows, i0 - first), 1 - w1, accumulate=True)
+    matrix.index_put_((rows, i1 - first), w1, accumulate=True)
+    return matrix, first
 
 
 def _resize_rows(logits: torch.Tensor, size: Size, y0: int, y1: int) -> torch.Tensor:
     """Rows y0..y1 of `logits` resized bilinearly to `size`: the width by F.interpolate on the few source rows
-    needed, the height by their weighted sum (equal to the full resize up to float rounding)."""
+    needed, the height by a matrix product (equal to the full resize up to float rounding, ~1e-6)."""
     if (y0, y1) == (0, size[0]):
         return _upsample(logits, size)
-    i0, i1, w0, w1 = _row_weights(logits.shape[-2], size[0], y0, y1)
-    lo, hi = int(i0[0]), int(i1[-1]) + 1
-    rows = _upsample(logits[..., lo:hi, :], (hi - lo, size[1]))
-    return rows[..., i0 - lo, :] * w0[:, None].to(rows) + rows[..., i1 - lo, :] * w1[:, None].to(rows)
+    matrix, first = _row_weights(logits.shape[-2], size[0], y0, y1)
+    rows = _upsample(logits[..., first:first + matrix.shape[1], :], (matrix.shape[1], size[1]))
+    return torch.matmul(matrix.to(rows), rows)
 
 
 def _argmax_at(sources: list[tuple[torch.Tensor, bool]], size: Size) -> torch.Tensor:
@@ -244,7 +248,8 @@ def _argmax_rows(sources: list[tuple[torch.Tensor, bool]], size: Size, y0: int, 
     """`_argmax_at` for output rows y0..y1 (int64)."""
     first = sources[0][0]
     num_classes = first.shape[1]
-    chunk = max(1, _CHUNK_BYTES // (4 * first.shape[0] * (y1 - y0) * size[1]))
+    budget = _CHUNK_BYTES if (y0, y1) == (0, size[0]) else _BAND_BYTES  # a band: one class at a time
+    chunk = max(1, budget // (4 * first.shape[0] * (y1 - y0) * size[1]))
 
     def resized(logits: torch.Tensor, flipped: bool, c0: int) -> torch.Tensor:
         out = _resize_rows(logits[:, c0:c0 + chunk], size, y0, y1)
@@ -265,11 +270,15 @@ def _argmax_rows(sources: list[tuple[torch.Tensor, bool]], size: Size, y0: int, 
         else:
             scores = sum((resized(lg, fl, c0) - lse[:, None]).exp()
                          for (lg, fl), lse in zip(sources, log_norm, strict=True))
-        value, idx = scores.max(1)  # first maximum within the chunk, as argmax
         if best is None:
-            best, best_idx = value, idx
+            best, best_idx = scores.max(1)  # first maximum within the chunk, as argmax
+        elif scores.shape[1] == 1:  # one class: update in place (no index tensor per chunk)
+            better = scores[:, 0] > best  # strict: an earlier class wins ties, as argmax
+            best_idx.masked_fill_(better, c0)
+            torch.maximum(best, scores[:, 0], out=best)
         else:
-            better = value > best  # strict: an earlier class wins ties, as argmax
+            value, idx = scores.max(1)
+            better = value > best
             best = torch.where(better, value, best)
             best_idx = torch.where(better, idx + c0, best_idx)
     return best_idx

@@ -171,19 +171,18 @@ def read_source(source: str | Path) -> tuple[dict[str, torch.Tensor], SegFormerC
 
 
 def _config_of(native: dict, fmt: str, meta: dict, cfg_json: dict | None, weights: Path) -> SegFormerConfig:
-    """The config of a SegFormer checkpoint: config.json ("segformer" entry, checked against its transformers
-    fields and the weights file's own copy), the weights' metadata, HF fields, or the tensor shapes."""
+    """The config of a SegFormer checkpoint: config.json's "segformer" entry or the weights' metadata (which must
+    agree, and agree with config.json's transformers fields), else the transformers fields, else the shapes."""
     stored = SegFormerConfig.from_dict(json.loads(meta["segformer_config"])) if meta.get("segformer_config") else None
-    if cfg_json is not None and "segformer" in cfg_json:
-        config = SegFormerConfig.from_dict(cfg_json["segformer"])
-        if cfg_json.get("model_type") == "segformer":
-            config = _with_hf_edits(cfg_json, config)
-        if stored is not None:
-            _check_same(config, stored, weights)
-        return config
-    if stored is not None:
-        return stored
-    if cfg_json is not None and cfg_json.get("model_type") == "segformer":
+    ours = SegFormerConfig.from_dict(cfg_json["segformer"]) if cfg_json is not None and "segformer" in cfg_json \
+        else None
+    if ours is not None and stored is not None:
+        _check_same(ours, stored, weights)
+    config = ours or stored
+    hf_fields = cfg_json is not None and cfg_json.get("model_type") == "segformer"
+    if config is not None:
+        return _with_hf_edits(cfg_json, config) if hf_fields else config
+    if hf_fields:
         hf.check_config(cfg_json)
         return hf.config_from_hf(cfg_json)
     if fmt == "ours":
@@ -199,11 +198,13 @@ def _config_of(native: dict, fmt: str, meta: dict, cfg_json: dict | None, weight
 
 
 def _with_hf_edits(cfg_json: dict, config: SegFormerConfig) -> SegFormerConfig:
-    """A config.json we wrote holds the transformers fields and our "segformer" entry: refuse edits that make them
-    disagree (the model would silently differ from what the file says); renamed classes (id2label) are taken."""
+    """A config.json we wrote holds the transformers fields beside our own config (its "segformer" entry and the
+    weights' metadata): refuse edits that make them disagree (the model would silently differ from what the file
+    says); renamed classes (id2label) are taken."""
     found = hf.conflicts(cfg_json, config)
     if found:
-        raise ValueError(f"its transformers fields disagree with its \"segformer\" entry, which this package reads: "
+        raise ValueError(f"its transformers fields disagree with its \"segformer\" entry (or the config recorded "
+                         f"in the weights file), which this package reads: "
                          f"{'; '.join(found)}. Make them agree, or delete the \"segformer\" entry to use the "
                          f"transformers fields")
     names = hf.config_from_hf(cfg_json, task=config.task).class_names
