@@ -26,6 +26,15 @@ from segformer.utils.io import atomic_write_text, clean_stale_temps
 from test_training import TINY, records, tiny_config
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one thread is fastest (several times so on a shared machine)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory):
     return write_synthetic(tmp_path_factory.mktemp("rel") / "data", num_train=6, num_val=2, min_size=32, max_size=40)
@@ -265,8 +274,9 @@ print((after - before) / 1024, labels.dtype, labels.shape)
 def test_8_huge_image_memory_is_the_label_map_plus_a_constant():
     """3000x3000, 8 classes, model input 64x64 (`--size 64`): the full-resolution logits would be 275 MiB and the
     unbanded code peaked at +405 MiB; banded, predict adds the 9 MiB label map plus a few 16 MiB bands."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", MEMORY_DRIVER], capture_output=True, text=True, timeout=300,
-                         check=True).stdout.split()
+                         check=True, env=env).stdout.split()
     assert out[1:] == ["uint8", "(3000,", "3000)"]
     assert float(out[0]) < 200, f"predict added {out[0]} MiB"
 
