@@ -14,7 +14,7 @@ def run_pose_eval(args: argparse.Namespace, model, crop: tuple[int, int] | None,
 
     from ..data.keypoints import open_keypoints
     from ..pose_evaluation import evaluate_pose
-    from ..training.checkpoint import atomic_write_text
+    from ..utils.io import atomic_write_text
 
     dataset = open_keypoints(args.data, args.split)
     if model.config.num_classes != dataset.num_classes:

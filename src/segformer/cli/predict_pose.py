@@ -52,7 +52,7 @@ def run_pose_predict(args: argparse.Namespace, model, inputs: list) -> int:
     from ..data.keypoints import KeypointMeta
     from ..pose_inference import predict_keypoints
     from ..preprocess import to_rgb_array
-    from ..training.checkpoint import atomic_write_text
+    from ..utils.io import atomic_write_text
     from ..visualize import draw_keypoints
     from .predict import _save_png
 

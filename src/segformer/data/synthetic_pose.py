@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..utils.io import atomic_dir
 from .keypoints import COCO_KEYPOINTS, COCO_SKELETON
 
 SPLIT_SEEDS = {"train": 0, "val": 1}
@@ -98,23 +99,27 @@ def _annotation(joints: np.ndarray, ann_id: int, image_id: int) -> dict:
 
 def write_synthetic_pose(root: str | Path, num_train: int = 400, num_val: int = 100, seed: int = 0,
                          image_size: int = 160) -> Path:
-    """Write the synthetic pose set under `root` (which must be empty or absent); returns `root`."""
+    """Write the synthetic pose set under `root` (which must be empty or absent), atomically; returns `root`."""
     root = Path(root)
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} is not empty; choose a new folder for the synthetic pose set")
     category = {"id": 1, "name": "person", "supercategory": "person", "keypoints": list(COCO_KEYPOINTS),
                 "skeleton": [[a + 1, b + 1] for a, b in COCO_SKELETON]}
-    for split, count in (("train", num_train), ("val", num_val)):
-        (root / "images" / split).mkdir(parents=True, exist_ok=True)
-        images, annotations = [], []
-        for i in range(count):
-            rng = np.random.default_rng([seed, SPLIT_SEEDS[split], i])
-            image, people = make_sample(rng, image_size)
-            name = f"{split}_{i:05d}.png"
-            Image.fromarray(image).save(root / "images" / split / name)
-            images.append({"id": i + 1, "file_name": name, "width": image_size, "height": image_size})
-            annotations += [_annotation(j, len(annotations) + n + 1, i + 1) for n, j in enumerate(people)]
-        (root / "annotations").mkdir(exist_ok=True)
-        payload = {"images": images, "annotations": annotations, "categories": [category]}
-        (root / "annotations" / f"{split}.json").write_text(json.dumps(payload), encoding="utf-8")
+
+    def fill(folder: Path) -> None:
+        for split, count in (("train", num_train), ("val", num_val)):
+            (folder / "images" / split).mkdir(parents=True, exist_ok=True)
+            images, annotations = [], []
+            for i in range(count):
+                rng = np.random.default_rng([seed, SPLIT_SEEDS[split], i])
+                image, people = make_sample(rng, image_size)
+                name = f"{split}_{i:05d}.png"
+                Image.fromarray(image).save(folder / "images" / split / name)
+                images.append({"id": i + 1, "file_name": name, "width": image_size, "height": image_size})
+                annotations += [_annotation(j, len(annotations) + n + 1, i + 1) for n, j in enumerate(people)]
+            (folder / "annotations").mkdir(exist_ok=True)
+            payload = {"images": images, "annotations": annotations, "categories": [category]}
+            (folder / "annotations" / f"{split}.json").write_text(json.dumps(payload), encoding="utf-8")
+
+    atomic_dir(root, fill, overwrite=True)  # built beside root (empty or absent), then moved in whole
     return root
