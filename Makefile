@@ -1,5 +1,5 @@
 # Set-up, the main job and the tests. Everything installs into ./.venv (and the MMSegmentation and MMPose
-# oracles into ./.venv-mmseg and ./.venv-mmpose, used only by the parity tests). torch is pinned to the CPU
+# oracles into ./.venv-mmseg and ./.venv-mmpose, imagecorruptions into ./.venv-corrupt, used only by the tests). torch is pinned to the CPU
 # build this machine provides; on a GPU machine set TORCH_SPEC to the CUDA build you want (see README).
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
@@ -7,6 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 MMSEG_VENV := .venv-mmseg
 MMPOSE_VENV := .venv-mmpose
+CORRUPT_VENV := .venv-corrupt
 PYTEST_ARGS ?=
 
 .PHONY: demo test lint clean browser
@@ -19,7 +20,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[dev,onnx,serve,coco,openvino]"
+	$(PY) -m pip install -q -e ".[dev,onnx,serve,coco,openvino,corruptions]"
 	touch $@
 
 # MMSegmentation 1.2.2 as an independent oracle (DESIGN.md section 8); never imported by the package.
@@ -53,6 +54,16 @@ $(MMPOSE_VENV)/.installed:
 	$(MMPOSE_VENV)/bin/python -m pip install -q --no-deps mmpose==1.3.2 mmdet==3.2.0
 	$(MMPOSE_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation --no-binary xtcocotools \
 		xtcocotools==1.14.3
+
+# imagecorruptions 1.1.2 as the oracle of segformer.corruptions (tests/test_corruptions.py); never imported by the
+# package. It needs numpy < 2 (np.float_), setuptools < 81 (pkg_resources) and OpenCV; scikit-image 0.19, the last
+# that takes its `multichannel=` argument, has no Python 3.11 wheel, so 0.20 runs it through a one-line adapter
+# (tests/oracles/corruptions_oracle.py). These pins all have Python 3.11 wheels.
+$(CORRUPT_VENV)/.installed:
+	test -x $(CORRUPT_VENV)/bin/python || $(PYTHON) -m venv $(CORRUPT_VENV)
+	$(CORRUPT_VENV)/bin/python -m pip install -q setuptools==69.5.1 numpy==1.26.4 scipy==1.11.4 \
+		scikit-image==0.20.0 opencv-python-headless==4.8.1.78 Pillow==10.4.0
+	$(CORRUPT_VENV)/bin/python -m pip install -q --no-deps imagecorruptions==1.1.2
 	touch $@
 
 demo: $(VENV)/.installed
@@ -61,9 +72,9 @@ demo: $(VENV)/.installed
 lint: $(VENV)/.dev
 	$(PY) -m ruff check src tests benchmarks examples
 
-test: $(VENV)/.dev $(MMSEG_VENV)/.installed $(MMPOSE_VENV)/.installed browser
+test: $(VENV)/.dev $(MMSEG_VENV)/.installed $(MMPOSE_VENV)/.installed $(CORRUPT_VENV)/.installed browser
 	$(PY) -m ruff check src tests benchmarks examples
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) $(MMSEG_VENV) $(MMPOSE_VENV) demo_out .pytest_cache
+	rm -rf $(VENV) $(MMSEG_VENV) $(MMPOSE_VENV) $(CORRUPT_VENV) demo_out .pytest_cache
