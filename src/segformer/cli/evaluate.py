@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .common import _hw
+from .corruptions import add_corruption_args, check_outputs, run_corruptions
 from .runtimes import _add_runtime, choose_runtime, load_source
 
 
@@ -30,8 +31,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     p.add_argument("--num-workers", type=int, default=2, help="data loading workers (default 2)")
     p.add_argument("--json", metavar="OUT", help="write the metrics (and the settings) to this JSON file")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --json (or --plot) file")
     _add_runtime(p)
+    add_corruption_args(p)
     p.set_defaults(func=_run_eval)
 
 
@@ -52,6 +54,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     out = Path(args.json) if args.json else None
     if out is not None and out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    check_outputs(args)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model = load_source(args.model, args.runtime, device=device, dtype=args.dtype, token_merging=args.token_merging)
     if getattr(getattr(model, "config", None), "task", None) == "pose":
@@ -66,9 +69,14 @@ def _run_eval(args: argparse.Namespace) -> int:
     scale = tuple(args.scale) if args.scale else None
     size = crop if args.mode == "slide" else tuple(first_input(dataset, scale).shape[-2:])
     model, dtype = choose_runtime(model, args.runtime, device=device, dtype=args.dtype, size=size)
-    result = evaluate(model, dataset, scale=scale, mode=args.mode,
-                      crop_size=crop, stride=stride, scales=args.scales, flip=args.flip, dtype=dtype,
-                      num_workers=args.num_workers)
+    options = dict(scale=scale, mode=args.mode, crop_size=crop, stride=stride, scales=args.scales, flip=args.flip,
+                   dtype=dtype, num_workers=args.num_workers)
+    if args.corruptions:
+        settings = {"model": args.model, "data": str(args.data), "dataset": dataset.kind, "split": args.split,
+                    **{k: list(v) if isinstance(v, tuple) else v if v is None or isinstance(v, (int, float, str, list))
+                       else str(v) for k, v in options.items()}}
+        return run_corruptions(args, model, dataset, settings, **options)
+    result = evaluate(model, dataset, **options)
 
     def fmt(v: float) -> str:
         return "   nan" if math.isnan(v) else f"{v:6.2f}"
