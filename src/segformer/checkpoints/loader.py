@@ -327,7 +327,7 @@ def save_pretrained(model: nn.Module, directory: str | Path, *, overwrite: bool 
     sd, config = _target(model)
     if config is None:
         raise ValueError("save_pretrained needs a SegFormer (an encoder alone: use segformer.checkpoints.convert)")
-    use_hf = layout == "auto" and isinstance(config, SegFormerConfig) and (
+    use_hf = layout == "auto" and isinstance(config, SegFormerConfig) and config.encoder.pos_embed == "mixffn" and (
         config.task == "classification" or config.decoder_style == "hf")
     if use_hf and any(getattr(config.encoder, k) != v for k, v in hf.EPS.items()):
         warnings.warn(f"{directory}: this model's LayerNorm eps differ from HF's 1e-5; transformers will compute "

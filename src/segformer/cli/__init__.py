@@ -13,6 +13,7 @@ import sys
 from ..runtime import configure_from_env
 from .bench import _add_bench
 from .convert import _add_convert
+from .erf import _add_erf
 from .evaluate import _add_eval
 from .export import _add_export
 from .models import _add_models
@@ -24,7 +25,7 @@ from .train import _add_train
 __all__ = ["COMMANDS", "build_parser", "main", "one_line"]
 
 COMMANDS = [_add_models, _add_convert, _add_synth, _add_eval, _add_predict, _add_train, _add_bench, _add_export,
-            _add_serve]
+            _add_serve, _add_erf]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,7 @@ therefore sees a channels-last NCHW *view* of the tokens instead of a transposed
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -38,8 +39,18 @@ class MiTConfig:
     stage_eps: float = 1e-5  # the norm that ends each stage
     patch_embed_eps: float = 1e-5  # norm after each overlapping patch embedding
     sr_eps: float = 1e-5  # norm after the sequence-reduction conv
+    # Positional information: "mixffn" (the paper's 3x3 depthwise conv inside the FFN) or "learned" (the paper's
+    # ablation: a learned absolute embedding per stage for `pos_embed_size` inputs, bilinearly resized to other
+    # sizes, and no depthwise conv).
+    pos_embed: str = "mixffn"
+    pos_embed_size: tuple[int, int] = (512, 512)
 
     def __post_init__(self) -> None:
+        if self.pos_embed not in ("mixffn", "learned"):
+            raise ValueError(f"MiTConfig.pos_embed must be 'mixffn' or 'learned', got {self.pos_embed!r}")
+        self.pos_embed_size = tuple(int(v) for v in self.pos_embed_size)
+        if len(self.pos_embed_size) != 2 or min(self.pos_embed_size) < 1:
+            raise ValueError(f"MiTConfig.pos_embed_size must be (H, W) > 0, got {self.pos_embed_size}")
         for name in ("embed_dims", "depths", "num_heads", "sr_ratios", "patch_sizes", "strides", "mlp_ratios"):
             value = tuple(int(v) for v in getattr(self, name))
             if len(value) != 4:
@@ -116,19 +127,22 @@ class EfficientSelfAttention(nn.Module):
 
 
 class MixFFN(nn.Module):
-    """Linear C->rC, depthwise 3x3 conv (the only positional cue), GELU, Linear rC->C."""
+    """Linear C->rC, depthwise 3x3 conv (the only positional cue), GELU, Linear rC->C.
 
-    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0):
+    `conv=False` drops the depthwise conv (a plain MLP, for the learned positional embedding variant)."""
+
+    def __init__(self, dim: int, hidden_dim: int, drop: float = 0.0, conv: bool = True):
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden_dim)
-        self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, 1, 1, groups=hidden_dim)
+        self.dwconv = nn.Conv2d(hidden_dim, hidden_dim, 3, 1, 1, groups=hidden_dim) if conv else None
         self.act = nn.GELU()
         self.fc2 = nn.Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         x = self.fc1(x)
-        x = nchw_to_tokens(self.dwconv(tokens_to_nchw(x, height, width)))
+        if self.dwconv is not None:
+            x = nchw_to_tokens(self.dwconv(tokens_to_nchw(x, height, width)))
         return self.drop(self.fc2(self.drop(self.act(x))))
 
 
@@ -143,7 +157,7 @@ class Block(nn.Module):
                                            config.attn_drop_rate, config.drop_rate)
         self.drop_path = DropPath(drop_path)
         self.norm2 = nn.LayerNorm(dim, eps=config.block_eps)
-        self.mlp = MixFFN(dim, dim * mlp_ratio, config.drop_rate)
+        self.mlp = MixFFN(dim, dim * mlp_ratio, config.drop_rate, conv=config.pos_embed == "mixffn")
 
     def forward(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         x = x + self.drop_path(self.attn(self.norm1(x), height, width))
@@ -164,9 +178,23 @@ class MiTStage(nn.Module):
             for dp in drop_paths
         )
         self.norm = nn.LayerNorm(dim, eps=config.stage_eps)
+        self.pos_embed = None
+        if config.pos_embed == "learned":  # the stage's grid for a pos_embed_size input
+            stride = math.prod(config.strides[:index + 1])
+            grid = [math.ceil(s / stride) for s in config.pos_embed_size]
+            self.pos_embed = nn.Parameter(nn.init.trunc_normal_(torch.zeros(1, dim, *grid), std=0.02))
+
+    def add_pos_embed(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """Tokens + the learned embedding, bilinearly resized when the grid differs from the trained one."""
+        pos = self.pos_embed
+        if pos.shape[-2:] != (height, width):
+            pos = F.interpolate(pos, size=(height, width), mode="bilinear", align_corners=False)
+        return x + nchw_to_tokens(pos).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x, height, width = self.patch_embed(x)
+        if self.pos_embed is not None:
+            x = self.add_pos_embed(x, height, width)
         for block in self.blocks:
             x = block(x, height, width)
         return tokens_to_nchw(self.norm(x), height, width)
@@ -203,8 +231,9 @@ class MixTransformer(nn.Module):
         return features
 
     def no_weight_decay(self) -> set[str]:
-        """Parameter names the SegFormer recipe keeps out of weight decay (all norms)."""
-        return {name for name, p in self.named_parameters() if p.ndim == 1 and ".norm" in f".{name}"}
+        """Parameter names the SegFormer recipe keeps out of weight decay (all norms, learned position embeddings)."""
+        return {name for name, p in self.named_parameters()
+                if (p.ndim == 1 and ".norm" in f".{name}") or name.endswith("pos_embed")}
 
 
 def _init_weights(module: nn.Module) -> None:
