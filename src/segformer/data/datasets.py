@@ -202,10 +202,16 @@ class FolderDataset(SegmentationDataset):
 
 
 def open_dataset(root: str | Path, split: str = "val", num_classes: int | None = None) -> SegmentationDataset:
-    """Detect the layout of `root` (ADE20K, Cityscapes or folder) and open `split` of it."""
+    """Detect the layout of `root` (ADE20K, Cityscapes, COCO-Stuff 164k, Pascal Context, Pascal VOC or folder) and
+    open `split` of it. `num_classes` picks Pascal Context 60 (else 59) and sizes a folder without classes.txt."""
+    from .more_datasets import open_more  # imported here: that module builds on this one
+
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder {root} does not exist")
+    more = open_more(root, split, num_classes)
+    if more is not None:
+        return more
     if (root / "ADEChallengeData2016").is_dir() or ((root / "images").is_dir() and (root / "annotations").is_dir()):
         return ADE20K(root, split)
     if (root / "leftImg8bit").is_dir() and (root / "gtFine").is_dir():
@@ -213,8 +219,9 @@ def open_dataset(root: str | Path, split: str = "val", num_classes: int | None =
     if (root / "images").is_dir() and (root / "masks").is_dir():
         return FolderDataset(root, split, num_classes)
     raise ValueError(f"cannot tell the dataset layout of {root}: expected ADE20K (ADEChallengeData2016/ or "
-                     "images/ + annotations/), Cityscapes (leftImg8bit/ + gtFine/) or a folder "
-                     "(images/<split>/ + masks/<split>/ [+ classes.txt])")
+                     "images/ + annotations/), Cityscapes (leftImg8bit/ + gtFine/), COCO-Stuff 164k (images/val2017/ + "
+                     "annotations/), Pascal Context (SegmentationClassContext/), Pascal VOC (JPEGImages/ + "
+                     "SegmentationClass/) or a folder (images/<split>/ + masks/<split>/ [+ classes.txt])")
 
 
 class TransformedDataset(torch.utils.data.Dataset):

@@ -1,8 +1,11 @@
-"""Class names and colour palettes: ADE20K (150), Cityscapes (19), and a deterministic palette for any count."""
+"""Class names and colour palettes: ADE20K (150), Cityscapes (19), COCO-Stuff (171), Pascal Context (60/59), VOC (21),
+and a deterministic palette for any count."""
 
 from __future__ import annotations
 
 import numpy as np
+
+from . import class_lists as cl
 
 # ADE20K (SceneParse150) after `reduce_zero_label`: index 0 is "wall". Names and colours as MMSegmentation's
 # ADE20KDataset (the colours are also those of the official ADE20K toolkit).
@@ -57,7 +60,11 @@ CITYSCAPES_PALETTE = (
     (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32),
 )
 
-DATASETS = {"ade20k": (ADE20K_CLASSES, ADE20K_PALETTE), "cityscapes": (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE)}
+DATASETS = {"ade20k": (ADE20K_CLASSES, ADE20K_PALETTE), "cityscapes": (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE),
+            "coco_stuff": (cl.COCO_STUFF_CLASSES, cl.COCO_STUFF_PALETTE),
+            "pascal_context": (cl.PASCAL_CONTEXT_CLASSES, cl.PASCAL_CONTEXT_PALETTE),
+            "pascal_context_59": (cl.PASCAL_CONTEXT59_CLASSES, cl.PASCAL_CONTEXT59_PALETTE),
+            "voc": (cl.VOC_CLASSES, cl.VOC_PALETTE)}
 
 
 def generated_palette(num_classes: int) -> np.ndarray:
