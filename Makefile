@@ -1,6 +1,7 @@
-# Set-up, the main job and the tests. Everything installs into ./.venv (and the MMSegmentation and MMPose
-# oracles into ./.venv-mmseg and ./.venv-mmpose, imagecorruptions into ./.venv-corrupt, used only by the tests). torch is pinned to the CPU
-# build this machine provides; on a GPU machine set TORCH_SPEC to the CUDA build you want (see README).
+# Set-up, the main job and the tests. Everything installs into ./.venv (and the MMSegmentation, MMPose and
+# imagecorruptions oracles into ./.venv-mmseg, ./.venv-mmpose and ./.venv-corrupt, used only by the tests). torch
+# is pinned to the CPU build this machine provides; on a GPU machine set TORCH_SPEC to the CUDA build you want
+# (see README).
 PYTHON ?= python3
 TORCH_SPEC ?= torch==2.13.0
 VENV := .venv
