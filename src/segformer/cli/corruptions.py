@@ -24,9 +24,13 @@ def check_outputs(args: argparse.Namespace) -> None:
 
 
 def run_corruptions(args: argparse.Namespace, model, dataset, settings: dict, **eval_kwargs) -> int:
+    import logging
+
     from ..corruptions import parse_corruptions, parse_severities
     from ..robustness import evaluate_corruptions, plot_heatmap, save_json
 
+    logging.basicConfig(format="segformer eval: %(message)s")  # one line per corruption and severity
+    logging.getLogger("segformer.robustness").setLevel(logging.INFO)
     names, severities = parse_corruptions(args.corruptions), parse_severities(args.severities)
     result = evaluate_corruptions(model, dataset, names, severities, seed=args.corruption_seed, **eval_kwargs)
     width = max(len(n) for n in names)

@@ -49,16 +49,21 @@ def _cubic_coefficients(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
     return index, np.stack([c0, c1, c2, 1 - c0 - c1 - c2], axis=1)
 
 
-def resize_cubic_u8(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC) of a uint8 (H, W, C) image.
+def resize_cubic_u8(image: np.ndarray, width: int, height: int, top: int = 0, left: int = 0,
+                    out_height: int | None = None, out_width: int | None = None) -> np.ndarray:
+    """cv2.resize(image, (width, height), interpolation=cv2.INTER_CUBIC) of a uint8 (H, W, C) image, or only its
+    window [top, top + out_height) x [left, left + out_width) (the same pixels, computed alone).
 
     Computed in float64 and rounded once; OpenCV's IPP/SIMD paths round differently for a few pixels (by 1).
     """
     xi, xw = _cubic_coefficients(image.shape[1], width)
     yi, yw = _cubic_coefficients(image.shape[0], height)
-    src = image.astype(np.float64)
+    xi, xw = xi[left:left + (out_width or width)], xw[left:left + (out_width or width)]
+    yi, yw = yi[top:top + (out_height or height)], yw[top:top + (out_height or height)]
+    first = int(yi.min())  # only the source rows the window reads
+    src = image[first:int(yi.max()) + 1].astype(np.float64)
     rows = sum(src[:, xi[:, k]] * xw[None, :, k, None] for k in range(4))
-    out = sum(rows[yi[:, k]] * yw[:, k, None, None] for k in range(4))
+    out = sum(rows[yi[:, k] - first] * yw[:, k, None, None] for k in range(4))
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 

@@ -69,10 +69,10 @@ def frost(x: np.ndarray, severity: int, rng: np.random.RandomState) -> np.ndarra
     texture = frost_texture(rng.randint(5))
     (fh, fw), (h, w) = texture.shape[:2], x.shape[:2]
     scale = max(1.0, h / fh, w / fw) * 1.1  # cover the image, with a margin for the random crop
-    texture = cv.resize_cubic_u8(texture, int(np.ceil(fw * scale)), int(np.ceil(fh * scale)))
-    top = rng.randint(0, texture.shape[0] - h)
-    left = rng.randint(0, texture.shape[1] - w)
-    return np.clip(image_weight * x + frost_weight * texture[top:top + h, left:left + w], 0, 255)
+    width, height = int(np.ceil(fw * scale)), int(np.ceil(fh * scale))
+    top, left = rng.randint(0, height - h), rng.randint(0, width - w)
+    crop = cv.resize_cubic_u8(texture, width, height, top, left, h, w)  # only the window that is used
+    return np.clip(image_weight * x + frost_weight * crop, 0, 255)
 
 
 def snow(x: np.ndarray, severity: int, rng: np.random.RandomState) -> np.ndarray:
