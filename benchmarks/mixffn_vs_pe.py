@@ -3,7 +3,9 @@
 Trains SegFormer-B0 twice from scratch with the same budget and seed on the synthetic set at one crop size,
 once with Mix-FFN (the 3x3 depthwise conv as the positional cue) and once with `pos_embed="learned"` (an
 absolute embedding per stage for the crop size, bilinearly resized at other sizes, no depthwise conv), then
-evaluates both on the validation images at the training scale and upscaled 2x and 3x.
+evaluates both on the validation images at the training scale and upscaled 2x and 3x (larger inputs, larger
+objects), and on 2x2 / 3x3 mosaics of validation images at the training scale (larger inputs, same object size:
+closer to the paper's test, 768x768 training crops vs 1024x2048 whole Cityscapes images).
 
     .venv/bin/python benchmarks/mixffn_vs_pe.py --out runs/mixffn_vs_pe [--iters 800]
 
@@ -19,10 +21,11 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import segformer
-from segformer.data.datasets import open_dataset
+from segformer.data.datasets import SegmentationDataset, open_dataset
 from segformer.data.synthetic import write_synthetic
 from segformer.evaluation import evaluate
 from segformer.runtime import retain_freed_memory
@@ -31,6 +34,27 @@ from segformer.training import TrainConfig, train
 CROP = (96, 96)
 SCALE = (128, 96)  # keep-ratio bound of the training resize and of the 1x test resize
 FACTORS = (1, 2, 3)
+TILE = (96, 128)  # mosaic tile: validation images padded (image 0, label 255) or cropped to this (h, w)
+
+
+class Mosaic(SegmentationDataset):
+    """k x k tiles of consecutive validation images at their own scale: a larger input, same object size."""
+
+    def __init__(self, dataset: SegmentationDataset, k: int):
+        super().__init__(dataset.root, dataset.split, dataset.samples[: len(dataset) // (k * k)],
+                         dataset.class_names, dataset.ignore_index)
+        self.dataset, self.k = dataset, k
+
+    def load(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        (th, tw), k = TILE, self.k
+        image = np.zeros((k * th, k * tw, 3), np.uint8)
+        label = np.full((k * th, k * tw), self.ignore_index, np.int64)
+        for t in range(k * k):
+            tile_image, tile_label = self.dataset.load(index * k * k + t)
+            h, w = min(th, tile_label.shape[0]), min(tw, tile_label.shape[1])
+            y, x = (t // k) * th, (t % k) * tw
+            image[y:y + h, x:x + w], label[y:y + h, x:x + w] = tile_image[:h, :w], tile_label[:h, :w]
+        return image, label
 
 
 def train_variant(name: str, pos_embed: str, data: Path, out: Path, iters: int) -> Path:
@@ -73,15 +97,20 @@ def main() -> None:
         for f in FACTORS:
             scale = (SCALE[0] * f, SCALE[1] * f)
             row[f"{f}x"] = evaluate(model, val, scale=scale, progress=False)["mIoU"]
+        for k in (1, 2, 3):  # same object scale, canvas k x k tiles
+            row[f"mosaic{k}"] = evaluate(model, Mosaic(val, k), scale=None, progress=False)["mIoU"]
         results[name] = row
         print(name, row, flush=True)
     (out / "results.json").write_text(json.dumps({"iters": args.iters, "crop": CROP, "scale": SCALE,
                                                   "results": results}, indent=2))
-    print(f"\n| B0 variant | {' | '.join(f'mIoU at {f}x' for f in FACTORS)} | drop 1x -> 3x |")
-    print(f"|---|{'---|' * len(FACTORS)}---|")
+    print(f"\n| B0 variant | {' | '.join(f'upscaled {f}x' for f in FACTORS)} | drop 1x -> 3x | "
+          "mosaic 1x1 | 2x2 | 3x3 | drop 1x1 -> 3x3 |")
+    print(f"|---|{'---|' * (len(FACTORS) + 5)}")
     for name, row in results.items():
         cells = " | ".join(f"{row[f'{f}x']:.2f}" for f in FACTORS)
-        print(f"| {name} | {cells} | {row['1x'] - row[f'{FACTORS[-1]}x']:.2f} |")
+        mosaic = " | ".join(f"{row[f'mosaic{k}']:.2f}" for k in (1, 2, 3))
+        print(f"| {name} | {cells} | {row['1x'] - row[f'{FACTORS[-1]}x']:.2f} | {mosaic} | "
+              f"{row['mosaic1'] - row['mosaic3']:.2f} |")
 
 
 if __name__ == "__main__":

@@ -78,8 +78,9 @@ def test_layouts_are_detected(tmp_path):
 def test_unknown_layout_and_missing_root(tmp_path):
     (tmp_path / "images").mkdir()
     msg = (f"cannot tell the dataset layout of {tmp_path}: expected ADE20K (ADEChallengeData2016/ or images/ + "
-           "annotations/), Cityscapes (leftImg8bit/ + gtFine/) or a folder (images/<split>/ + masks/<split>/ "
-           "[+ classes.txt])")
+           "annotations/), Cityscapes (leftImg8bit/ + gtFine/), COCO-Stuff 164k (images/val2017/ + annotations/), "
+           "Pascal Context (SegmentationClassContext/), Pascal VOC (JPEGImages/ + SegmentationClass/) or a folder "
+           "(images/<split>/ + masks/<split>/ [+ classes.txt])")
     with pytest.raises(ValueError, match=re.escape(msg)):
         open_dataset(tmp_path)
     with pytest.raises(FileNotFoundError, match=re.escape(f"dataset folder {tmp_path / 'nope'} does not exist")):

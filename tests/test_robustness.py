@@ -36,6 +36,7 @@ def test_eval_corruptions_json_plot_and_direct_recomputation(data_and_model, tmp
     result = json.loads(out.read_text())
     assert set(result["mIoU"]) == {"gaussian_noise"} and result["severities"] == [2, 5]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert plot.stat().st_mode & 0o777 == 0o644 and out.stat().st_mode & 0o777 == 0o644  # not the temp file's 0600
     assert "clean mIoU" in printed and "gaussian_noise" in printed
 
     # independent recomputation of one cell: corrupt each image with seed 7 + k, run, score
