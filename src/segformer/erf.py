@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .robustness import write_file
+from .utils.io import atomic_write
 
 TARGETS = ("stage1", "stage2", "stage3", "stage4", "decoder")
 
@@ -116,7 +116,7 @@ def save_erf_figures(erfs: dict[str, np.ndarray], out_dir: str | Path, title: st
 
 def _save(fig, path: Path, overwrite: bool, plt) -> Path:
     try:
-        return write_file(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100), overwrite)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100), overwrite)
     finally:
         plt.close(fig)
 

@@ -10,17 +10,16 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .checkpoints.io import atomic_write
 from .corruptions import CORRUPTIONS, GROUPS, corrupt
 from .data.datasets import SegmentationDataset
 from .evaluation import evaluate
+from .utils.io import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -75,18 +74,10 @@ def _json_ready(value):
     return value
 
 
-def write_file(path: str | Path, write, overwrite: bool = False) -> Path:
-    """`write(tmp_path)`, then an atomic rename onto `path` (refused if it exists, unless `overwrite`); the
-    result is readable by all (0644) like any file a user writes, not 0600 like the temporary file."""
-    path = atomic_write(Path(path), write, overwrite)
-    os.chmod(path, 0o644)
-    return path
-
-
 def save_json(result: dict, path: str | Path, overwrite: bool = False, **extra) -> Path:
     """Write `result` (plus `extra` keys, e.g. settings) as JSON, atomically."""
     text = json.dumps(_json_ready({**result, **extra}), indent=2)
-    return write_file(path, lambda tmp: Path(tmp).write_text(text), overwrite)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text), overwrite)
 
 
 def plot_heatmap(result: dict, path: str | Path, title: str = "", overwrite: bool = False) -> Path:
@@ -117,9 +108,9 @@ def plot_heatmap(result: dict, path: str | Path, title: str = "", overwrite: boo
     fig.colorbar(image, ax=ax, label="mIoU")
     fig.tight_layout()
     try:
-        return write_file(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110), overwrite)
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=110), overwrite)
     finally:
         plt.close(fig)
 
 
-__all__ = ["CorruptedDataset", "evaluate_corruptions", "plot_heatmap", "save_json", "write_file"]
+__all__ = ["CorruptedDataset", "evaluate_corruptions", "plot_heatmap", "save_json"]

@@ -30,7 +30,7 @@ def _run_erf(args: argparse.Namespace) -> int:
     from ..data.datasets import open_dataset
     from ..erf import TARGETS, effective_receptive_fields, erf_area, save_erf_figures
     from ..preprocess import MMSEG_MEAN, MMSEG_STD, ImageProcessor
-    from ..robustness import write_file
+    from ..utils.io import atomic_write
 
     if args.images < 1:
         raise ValueError(f"--images must be >= 1, got {args.images}")
@@ -51,7 +51,7 @@ def _run_erf(args: argparse.Namespace) -> int:
     areas = {t: {f"{th:g}": erf_area(m, th) for th in (0.01, 0.05, 0.2)} for t, m in erfs.items()}
     summary = json.dumps({"model": args.model, "data": str(args.data), "images": count, "size": list(args.size),
                           "area_at_threshold": areas}, indent=2)
-    written.append(write_file(out / "erf.json", lambda tmp: Path(tmp).write_text(summary), args.overwrite))
+    written.append(atomic_write(out / "erf.json", lambda tmp: Path(tmp).write_text(summary), args.overwrite))
     for target, by_threshold in areas.items():
         cells = "  ".join(f">= {th} of peak: {100 * v:5.1f}% of pixels" for th, v in by_threshold.items())
         print(f"{target:8s} {cells}")
