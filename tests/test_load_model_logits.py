@@ -54,7 +54,7 @@ def _outputs(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
     with torch.no_grad():
         model.eval()
         if isinstance(model, segformer.models.SETR):
-            logits, aux = model(x, return_aux=True)
+            logits, aux = model.forward_aux(x)
             return [logits, *aux]
         out = model(x)
     return list(out) if isinstance(out, (list, tuple)) else [out]

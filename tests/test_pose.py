@@ -64,9 +64,9 @@ def test_loss_is_weighted_mse(pose_model):
     weights = torch.ones(2, 17)
     weights[0, 3] = 0
     expected = ((pred - target) ** 2 * weights[:, :, None, None]).mean()
-    assert torch.allclose(pose_model.loss(pred, target, weights), expected)
+    assert torch.allclose(pose_model.loss(pred, (target, weights)), expected)
     with pytest.raises(ValueError, match="weights"):
-        pose_model.loss(pred, target, torch.ones(17))
+        pose_model.loss(pred, (target, torch.ones(17)))
 
 
 def test_save_load_convert_mmpose(pose_model, tmp_path):

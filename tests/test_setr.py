@@ -27,7 +27,7 @@ def test_output_sizes(decoder, main, aux):
     x = torch.randn(2, 3, 64, 96)
     with torch.no_grad():
         logits = model(x)
-        again, aux_logits = model(x, return_aux=True)
+        again, aux_logits = model.forward_aux(x)
     assert logits.shape == (2, 5) + main
     assert torch.equal(logits, again)
     assert len(aux_logits) == (4 if decoder == "mla" else 3)
@@ -39,8 +39,8 @@ def test_sizes_not_divisible_by_the_patch_are_zero_padded_and_cropped_back(decod
     model = tiny(decoder).eval()
     x = torch.randn(1, 3, 70, 100)
     with torch.no_grad():
-        logits, aux = model(x, return_aux=True)
-        padded, padded_aux = model(F.pad(x, (0, 12, 0, 10)), return_aux=True)  # to 80 x 112
+        logits, aux = model.forward_aux(x)
+        padded, padded_aux = model.forward_aux(F.pad(x, (0, 12, 0, 10)))  # to 80 x 112
     assert logits.shape[-2:] == size
     assert torch.equal(logits, padded[..., :size[0], :size[1]])
     for a, p in zip(aux, padded_aux, strict=True):
@@ -61,7 +61,7 @@ def test_loss_adds_each_auxiliary_loss_with_weight_0_4():
     x = torch.randn(2, 3, 64, 64)
     labels = torch.randint(0, 5, (2, 64, 64))
     labels[:, :8] = 255
-    logits, aux = model(x, return_aux=True)
+    logits, aux = model.forward_aux(x)
     loss = model.loss(logits, labels, aux)
     assert model.config.aux_weight == 0.4 and len(aux) == 3
     expected = F.cross_entropy(logits, labels, ignore_index=255)
@@ -79,7 +79,7 @@ def test_loss_adds_each_auxiliary_loss_with_weight_0_4():
 def test_every_trainable_parameter_gets_a_gradient(decoder):
     """No unused trainable parameters, so DDP needs no find_unused_parameters (MLA's unused class token is frozen)."""
     model = tiny(decoder).train()
-    logits, aux = model(torch.randn(2, 3, 64, 64), return_aux=True)
+    logits, aux = model.forward_aux(torch.randn(2, 3, 64, 64))
     model.loss(logits, torch.randint(0, 5, (2, 64, 64)), aux).backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert missing == []
@@ -132,7 +132,7 @@ def test_reset_head_keeps_encoder_and_neck():
     model.reset_head(3)
     assert model.config.num_classes == 3
     assert all(torch.equal(v, model.neck.state_dict()[k]) for k, v in neck.items())
-    logits, aux = model(torch.randn(1, 3, 64, 64), return_aux=True)
+    logits, aux = model.forward_aux(torch.randn(1, 3, 64, 64))
     assert logits.shape[1] == 3 and all(a.shape[1] == 3 for a in aux)
 
 

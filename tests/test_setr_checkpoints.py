@@ -25,7 +25,7 @@ def randomised(decoder: str, **kw) -> SETR:
 
 def outputs(model: SETR, x: torch.Tensor) -> list[torch.Tensor]:
     with torch.no_grad():
-        logits, aux = model(x, return_aux=True)
+        logits, aux = model.forward_aux(x)
     return [logits, *aux]
 
 

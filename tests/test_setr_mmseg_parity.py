@@ -78,7 +78,7 @@ def narrow(decoder: str, dataset: str) -> dict:
 def compare(model: torch.nn.Module, ref: dict) -> list[float]:
     """Max abs differences [decode head, aux 0, aux 1, ...] of `model` vs mmseg on mmseg's input."""
     with torch.no_grad():
-        logits, aux = model(torch.from_numpy(ref["input"]), return_aux=True)
+        logits, aux = model.forward_aux(torch.from_numpy(ref["input"]))
     n_aux = sum(k.startswith("aux_logits_") for k in ref)
     assert len(aux) == n_aux
     diffs = []
@@ -142,7 +142,7 @@ def export_oracle(tmp_path_factory):
         model.save_pretrained(d / decoder)
         assert cli.main(["convert", str(d / decoder), str(d / f"{decoder}.pth"), "--to", "mmseg"]) == 0
         with torch.no_grad():
-            ours[decoder] = model(x, return_aux=True)
+            ours[decoder] = model.forward_aux(x)
         jobs.append(dict(mode="load", config=CONFIGS[decoder, "ade20k"], num_classes=7,
                          cfg_options=narrow(decoder, "ade20k"), input=str(d / "x.npy"),
                          checkpoint=str(d / f"{decoder}.pth"), output=str(d / f"{decoder}.npz")))

@@ -116,7 +116,7 @@ def test_loss_uses_the_models_own_loss_with_aux_heads():
     with torch.no_grad():
         plain = SegmentationLoss()(model, x, y)
         weighted = SegmentationLoss(class_weights=[1.0] * 4)(model, x, y)  # our cross-entropy path
-        logits, aux = model(x, return_aux=True)
+        logits, aux = model.forward_aux(x)
         by_hand = cross_entropy(logits, y) + 0.4 * sum(cross_entropy(a, y) for a in aux)
     assert len(aux) == 3
     assert float(plain) == pytest.approx(float(by_hand), rel=1e-6)

@@ -30,9 +30,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .models import SegFormer, SegmentationModel, input_channels
 from .models.decoders import MLPDecoder, MMSegMLPDecoder
+from .utils.dtypes import DTYPES
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 _ATTENTION_OPS = ("_scaled_dot_product", "bmm")  # in these models every batched matmul is an attention product
 
 
@@ -60,12 +61,11 @@ def _decoder_textbook_macs(head: nn.Module, feature_shapes: list[tuple[int, ...]
 def count_macs(model: nn.Module, height: int, width: int) -> dict:
     """Multiply-adds of one forward pass on one (3, height, width) image; see the module docstring."""
     meta = copy.deepcopy(model).to("meta").eval()
-    in_channels = getattr(getattr(getattr(model, "config", None), "encoder", None), "in_channels", 3)
-    x = torch.zeros(1, in_channels, height, width, device="meta")
+    x = torch.zeros(1, input_channels(model), height, width, device="meta")
     custom = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_flops}
     counter = FlopCounterMode(display=False, custom_mapping=custom)
     shapes: list[tuple[int, ...]] = []
-    head = getattr(meta, "decode_head", None)
+    head = meta.decode_head if isinstance(meta, SegmentationModel) else None
     textbook = isinstance(head, (MLPDecoder, MMSegMLPDecoder))
     hook = head.register_forward_pre_hook(lambda m, a: shapes.extend(tuple(f.shape) for f in a[0])) \
         if textbook else None
@@ -151,10 +151,10 @@ def hf_twin(model: nn.Module) -> nn.Module:
         from transformers import SegformerForSemanticSegmentation
     except ImportError as exc:
         raise RuntimeError("--compare hf needs transformers (pip install 'segformer[dev]')") from exc
-    config = getattr(model, "config", None)
-    if getattr(config, "decoder_style", None) != "hf" or getattr(config, "task", None) != "segmentation":
+    style = model.config.decoder_style if isinstance(model, SegFormer) else None
+    if style != "hf" or model.task != "segmentation":
         raise ValueError("--compare hf needs a SegFormer with the HF-style All-MLP decoder "
-                         f"(this model: {type(model).__name__}, decoder {getattr(config, 'decoder_style', None)})")
+                         f"(this model: {type(model).__name__}, decoder {style})")
     with tempfile.TemporaryDirectory() as tmp:
         model.save_pretrained(tmp)
         return SegformerForSemanticSegmentation.from_pretrained(tmp, attn_implementation="sdpa")

@@ -22,6 +22,7 @@ from tqdm import tqdm
 from . import inference
 from .data.datasets import SegmentationDataset, TransformedDataset
 from .data.transforms import TestTransform
+from .utils.distributed import is_initialized, rank_and_world
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ class IoUMetric:
 
     def all_reduce(self) -> None:
         """Sum the areas (and image counts) of all ranks in place; a no-op without torch.distributed."""
-        if not (dist.is_available() and dist.is_initialized()):
+        if not is_initialized():
             return
         device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
         packed = torch.cat([self.areas.flatten(), torch.tensor([self.num_images])]).to(device)
@@ -137,7 +138,7 @@ def evaluate(model: torch.nn.Module, dataset: SegmentationDataset, *, scale: tup
     if mode == "slide" and (crop_size is None or stride is None):
         raise ValueError("mode='slide' needs crop_size and stride")
     scale = scale if scale is not None else dataset.scale
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_available() and dist.is_initialized() else (0, 1)
+    rank, world = rank_and_world()
     param = next(model.parameters(), None)  # a runtime runner (segformer.runtimes) has none: CPU
     device = param.device if param is not None else torch.device("cpu")
     metric = IoUMetric(dataset.num_classes, dataset.ignore_index, dataset.class_names)

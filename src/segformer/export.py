@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .models import input_channels
 from .utils.io import atomic_write
 
 INPUT_NAME, OUTPUT_NAME = "pixel_values", "logits"
@@ -26,10 +27,6 @@ def _require_onnx() -> None:
         import onnxruntime  # noqa: F401
     except ImportError as exc:
         raise RuntimeError("ONNX export needs the onnx extra: pip install 'segformer[onnx]'") from exc
-
-
-def _in_channels(model: nn.Module) -> int:
-    return getattr(getattr(getattr(model, "config", None), "encoder", None), "in_channels", 3)
 
 
 def export_onnx(model: nn.Module, path: str | Path, *, size: tuple[int, int] = (512, 512), batch: int = 1,
@@ -48,7 +45,7 @@ def export_onnx(model: nn.Module, path: str | Path, *, size: tuple[int, int] = (
     if min(size) < 32:
         raise ValueError(f"export size must be at least 32x32 (four stride-2+ stages), got {size}")
     model = model.eval().float().cpu()
-    x = torch.randn(batch, _in_channels(model), *size)
+    x = torch.randn(batch, input_channels(model), *size)
     axes = {INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
             OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}} if dynamic else None
 
@@ -84,7 +81,7 @@ def verify_onnx(model: nn.Module, path: str | Path, sizes: list[tuple[int, int]]
     gen = torch.Generator().manual_seed(seed)
     diffs = []
     for height, width in sizes:
-        x = torch.randn(batch, _in_channels(model), height, width, generator=gen)
+        x = torch.randn(batch, input_channels(model), height, width, generator=gen)
         with torch.inference_mode():
             expected = model(x).numpy()
             got = runner(x).numpy()

@@ -35,23 +35,14 @@ import torch.nn.functional as F
 
 from .data.datasets import IMAGE_EXTENSIONS
 from .preprocess import MAX_PIXELS, ImageLike, ImageProcessor, multiple_size, resize_image, to_rgb_array
+from .utils.dtypes import resolve_dtype
 
 Size = tuple[int, int]
 # crop(y0, y1, x0, x1) -> normalised (B, 3, y1 - y0, x1 - x0) tensor on the compute device
 CropFn = Callable[[int, int, int, int], torch.Tensor]
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 MODES = ("whole", "slide")
 _CHUNK_BYTES = 64 * 2**20  # size of one class chunk when resizing scores to the original size
 _BAND_BYTES = 16 * 2**20  # one class at the original size above this: labels are computed in bands of rows
-
-
-def resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    """None/"float32" -> float32; "bfloat16" / "float16" (or the torch dtypes) run the model under autocast."""
-    if dtype is None or isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
-        return dtype or torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; accepted: {', '.join(DTYPES)}")
-    return DTYPES[dtype]
 
 
 def run_model(model: torch.nn.Module, x: torch.Tensor, dtype: str | torch.dtype | None = None) -> torch.Tensor:

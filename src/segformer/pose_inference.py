@@ -11,6 +11,7 @@ import torch
 from .data.keypoints import KeypointMeta
 from .data.pose_codec import HeatmapCodec, flip_heatmaps, input_to_image
 from .data.pose_transforms import PoseTestTransform
+from .models import SegmentationModel
 
 
 @torch.no_grad()
@@ -47,7 +48,7 @@ def predict_keypoints(model: torch.nn.Module, image: np.ndarray, boxes: np.ndarr
         boxes = np.array([[0, 0, image.shape[1] - 1, image.shape[0] - 1]], dtype=np.float32)
     boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
     meta = meta or KeypointMeta()
-    num = getattr(getattr(model, "config", None), "num_classes", len(meta.names))
+    num = model.num_classes if isinstance(model, SegmentationModel) else len(meta.names)
     if flip_test and len(meta.names) != num:
         raise ValueError(f"the model predicts {num} keypoints but the keypoint meta names {len(meta.names)}; "
                          f"pass meta=KeypointMeta(names=...) or flip_test=False")

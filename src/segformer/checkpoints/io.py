@@ -3,7 +3,6 @@ arbitrary unpickling; writes go to a temporary file renamed into place (`utils.i
 
 from __future__ import annotations
 
-import json
 import pickle
 import re
 from pathlib import Path
@@ -101,10 +100,3 @@ def write_safetensors(path: Path, state_dict: dict[str, torch.Tensor], metadata:
 
 def write_torch(path: Path, obj: dict, overwrite: bool) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp), overwrite)
-
-
-def write_json(path: Path, data: dict, overwrite: bool) -> Path:
-    def write(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(data, indent=2) + "\n")
-
-    return atomic_write(path, write, overwrite)

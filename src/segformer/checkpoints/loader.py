@@ -15,15 +15,16 @@ import torch
 from torch import nn
 
 from ..data.palettes import get_palette
+from ..models.base import register_saver
 from ..models.mit import MiTConfig, MixTransformer
 from ..models.pose import COCO_NUM_KEYPOINTS
 from ..models.segmentor import SegFormer, SegFormerConfig
 from ..models.setr import SETR
 from ..models.vit import VisionTransformer
 from ..models.zoo import ZOO, pose_overrides
-from ..utils.io import atomic_dir
+from ..utils.io import atomic_dir, write_json
 from . import hf, mmpose, mmseg, nvlabs, setr_loader
-from .io import CHECKPOINT_SUFFIXES, read_checkpoint, write_json, write_safetensors, write_torch
+from .io import CHECKPOINT_SUFFIXES, read_checkpoint, write_safetensors, write_torch
 
 log = logging.getLogger(__name__)
 
@@ -239,7 +240,9 @@ def load_model(source: str | Path, **overrides) -> nn.Module:
         return model
     token_merging = overrides.pop("token_merging", None)
     task = overrides.pop("task", None)
-    overrides = pose_overrides(task or config.task, overrides)  # pose: its head's defaults, num_keypoints
+    # pose: num_keypoints, and for a new pose head its defaults (a saved pose head keeps its own settings)
+    overrides = pose_overrides(task or config.task, overrides,
+                               defaults=not has_head or (task or config.task) != config.task)
     task = overrides.pop("task", task)
     num_classes = overrides.pop("num_classes", None)
     enc_fields = {f.name for f in dataclasses.fields(MiTConfig)}
@@ -344,6 +347,9 @@ def save_pretrained(model: nn.Module, directory: str | Path, *, overwrite: bool 
         return atomic_dir(directory, fill, overwrite=True)  # the pair is swapped in together
     fill(directory)  # other files live there too: file by file (loading refuses a mismatched pair)
     return directory
+
+
+register_saver(save_pretrained)
 
 
 def convert(source: str | Path, destination: str | Path, to: str = "hf", *, overwrite: bool = False) -> Path:

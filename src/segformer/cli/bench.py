@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import _load_for_bench, _size
+from ..utils.dtypes import DTYPE_NAMES
+from .common import load_for_bench, parse_size
 from .runtimes import _add_runtime
 
 
@@ -16,7 +17,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="zoo name (random weights), hub id, HF directory or checkpoint")
     p.add_argument("--size", default="512x512", help="input HxW, or one int for a square (default 512x512)")
     p.add_argument("--batch", type=int, default=1, help="batch size (default 1)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32",
                    help="autocast dtype (default float32: no autocast)")
     p.add_argument("--token-merging", help="SegFormer++ strategy: hq, fast, 2x2, downsample, or a YAML file")
     p.add_argument("--compare", choices=["hf"], help="also time transformers' model with the same weights, "
@@ -37,14 +38,14 @@ def _run_bench(args: argparse.Namespace) -> int:
     import torch
 
     from ..bench import benchmark, hf_twin
-    from ..checkpoints.io import write_json
     from ..runtimes import select_runtime
+    from ..utils.io import write_json
 
-    height, width = _size(args.size, "--size")
+    height, width = parse_size(args.size, "--size")
     out = Path(args.json) if args.json else None
     if out is not None and out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
-    model = _load_for_bench(args.model, args.token_merging)
+    model = load_for_bench(args.model, args.token_merging)
     reference = hf_twin(model) if args.compare == "hf" else None  # before merging: HF runs the exact model
     if args.token_merging is not None:
         model.set_token_merging(args.token_merging)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-def _hw(values: list[int] | None, name: str) -> tuple[int, int] | None:
+def parse_hw(values: list[int] | None, name: str) -> tuple[int, int] | None:
     """One int (square) or two (h w) from the command line."""
     if values is None:
         return None
@@ -12,7 +12,7 @@ def _hw(values: list[int] | None, name: str) -> tuple[int, int] | None:
     return (values[0], values[-1])
 
 
-def _add_resize_args(p) -> None:
+def add_resize_args(p) -> None:
     """The input resize flags of `predict` and `serve`."""
     p.add_argument("--resize", choices=["fixed", "keep-ratio", "none"], default="fixed",
                    help="fixed: --size, aspect ignored (HF, the default); keep-ratio: into --scale (mmseg); none")
@@ -23,17 +23,17 @@ def _add_resize_args(p) -> None:
                    help="then round each side up to a multiple of N (mmseg ResizeToMultiple, e.g. 32)")
 
 
-def _processor(args):
+def processor_from_args(args):
     """The `ImageProcessor` the resize flags ask for."""
     from ..preprocess import ImageProcessor
 
     if args.resize == "keep-ratio":
         return ImageProcessor.mmseg(tuple(args.scale), size_divisor=args.size_divisor)
-    size = (_hw(args.size, "--size") or (512, 512)) if args.resize == "fixed" else None
+    size = (parse_hw(args.size, "--size") or (512, 512)) if args.resize == "fixed" else None
     return ImageProcessor(size=size, size_divisor=args.size_divisor)
 
 
-def _size(text: str, name: str) -> tuple[int, int]:
+def parse_size(text: str, name: str) -> tuple[int, int]:
     """"HxW" or "N" (square) from the command line."""
     try:
         parts = [int(v) for v in text.lower().split("x")]
@@ -44,11 +44,12 @@ def _size(text: str, name: str) -> tuple[int, int]:
     return parts[0], parts[-1]
 
 
-def _load_for_bench(spec: str, token_merging: str | None):
+def load_for_bench(spec: str, token_merging: str | None):
     """A zoo name (random weights) or any `load_model` source, with token merging applied if asked."""
     from .. import create_model, list_models, load_model
+    from ..models import SegFormer
 
     model = create_model(spec) if spec in list_models() else load_model(spec)
-    if token_merging is not None and not hasattr(model, "set_token_merging"):
+    if token_merging is not None and not isinstance(model, SegFormer):
         raise ValueError(f"--token-merging: model {spec} ({type(model).__name__}) has no token merging")
     return model

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from .common import _hw
+from ..utils.dtypes import DTYPE_NAMES
+from .common import parse_hw
 from .corruptions import add_corruption_args, check_outputs, run_corruptions
 from .runtimes import _add_runtime, choose_runtime, load_source
 
@@ -27,7 +28,7 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-flip-test", action="store_true", help="pose models: skip the flip test (on by default)")
     p.add_argument("--coco-ap", action="store_true", help="pose models: add COCO keypoint AP (needs pycocotools)")
     p.add_argument("--token-merging", help="SegFormer++ strategy: hq, fast, 2x2, downsample, or a YAML file")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="autocast dtype")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="autocast dtype")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     p.add_argument("--num-workers", type=int, default=2, help="data loading workers (default 2)")
     p.add_argument("--json", metavar="OUT", help="write the metrics (and the settings) to this JSON file")
@@ -48,7 +49,7 @@ def _run_eval(args: argparse.Namespace) -> int:
     from ..evaluation import evaluate, first_input
     from ..utils.io import atomic_write_text
 
-    crop, stride = _hw(args.crop, "--crop"), _hw(args.stride, "--stride")
+    crop, stride = parse_hw(args.crop, "--crop"), parse_hw(args.stride, "--stride")
     if args.mode == "slide" and (crop is None or stride is None):
         raise ValueError("--mode slide needs --crop and --stride")
     out = Path(args.json) if args.json else None

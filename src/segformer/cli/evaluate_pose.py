@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 DEFAULT_INPUT = (384, 288)  # (h, w) of the COCO recipes
@@ -14,7 +13,7 @@ def run_pose_eval(args: argparse.Namespace, model, crop: tuple[int, int] | None,
 
     from ..data.keypoints import open_keypoints
     from ..pose_evaluation import evaluate_pose
-    from ..utils.io import atomic_write_text
+    from ..utils.io import write_json
 
     dataset = open_keypoints(args.data, args.split)
     if model.config.num_classes != dataset.num_classes:
@@ -31,6 +30,6 @@ def run_pose_eval(args: argparse.Namespace, model, crop: tuple[int, int] | None,
     if out is not None:
         settings = {"model": args.model, "data": str(args.data), "split": args.split, "input_size": [height, width],
                     "flip_test": not args.no_flip_test, "token_merging": args.token_merging}
-        atomic_write_text(out, json.dumps({**result, "settings": settings}, indent=2) + "\n")
+        write_json(out, {**result, "settings": settings}, overwrite=True)
         print(f"wrote {out}")
     return 0

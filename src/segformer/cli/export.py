@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import _load_for_bench, _size
+from .common import load_for_bench, parse_size
 
 
 def _add_export(sub: argparse._SubParsersAction) -> None:
@@ -74,8 +74,8 @@ def calibration_inputs(root: str, split: str, count: int, model):
 def _run_export(args: argparse.Namespace) -> int:
     from ..export import verify_onnx
 
-    height, width = _size(args.size, "--size")
-    model = _load_for_bench(args.model, None)
+    height, width = parse_size(args.size, "--size")
+    model = load_for_bench(args.model, None)
     out, runner = _write(args, model, (height, width))
     if args.no_verify:
         return 0

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import _add_resize_args, _hw, _processor
+from ..utils.dtypes import DTYPE_NAMES
+from .common import add_resize_args, parse_hw, processor_from_args
 from .runtimes import _add_runtime, choose_runtime, forward_size, load_source
 
 
@@ -23,12 +24,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mode", choices=["whole", "slide"], default="whole", help="inference mode (default whole)")
     p.add_argument("--crop", type=int, nargs="+", metavar="N", help="slide window: H W, or one int (default 512)")
     p.add_argument("--stride", type=int, nargs="+", metavar="N", help="slide stride: H W, or one int (default 341)")
-    _add_resize_args(p)
+    add_resize_args(p)
     p.add_argument("--scales", type=float, nargs="+", default=[1.0],
                    help="multi-scale test ratios, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
     p.add_argument("--flip", action="store_true", help="add horizontally flipped runs (test-time augmentation)")
     p.add_argument("--device", help="cpu, cuda, cuda:1, mps (default: cuda if available, else cpu)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32",
                    help="autocast dtype; bfloat16 runs float32 (with a warning) on a CPU where it would be slower")
     p.add_argument("--batch-size", type=int, default=1, help="slide windows per forward pass (default 1)")
     p.add_argument("--palette", choices=["auto", "ade20k", "cityscapes", "generated"], default="auto",
@@ -109,14 +110,14 @@ def _run_predict(args: argparse.Namespace) -> int:
     from ..preprocess import MAX_PIXELS, to_rgb_array
     from ..visualize import render
 
-    crop, stride = _hw(args.crop, "--crop") or (512, 512), _hw(args.stride, "--stride") or (341, 341)
+    crop, stride = parse_hw(args.crop, "--crop") or (512, 512), parse_hw(args.stride, "--stride") or (341, 341)
     max_pixels = MAX_PIXELS if args.max_pixels is None else args.max_pixels
     if max_pixels < 0:
         raise ValueError(f"--max-pixels must be >= 0 (0: no limit), got {max_pixels}")
     if not 0.0 <= args.opacity <= 1.0:
         raise ValueError(f"--opacity must be in [0, 1], got {args.opacity}")
     check_options(mode=args.mode, crop_size=crop, stride=stride, scales=args.scales, batch_size=args.batch_size)
-    processor = _processor(args)
+    processor = processor_from_args(args)
     out = Path(args.out)
     _check_writable(out)  # before the (slow) model load and inference
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))

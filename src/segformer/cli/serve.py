@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .common import _add_resize_args
+from .common import add_resize_args
 
 ENV_CONFIG = "SEGFORMER_SERVE_CONFIG"  # how --workers processes receive the settings
 
@@ -21,7 +21,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token-merging", help="SegFormer++ strategy: hq, fast, 2x2, downsample, or a YAML file")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="autocast dtype")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
-    _add_resize_args(p)
+    add_resize_args(p)
     p.add_argument("--max-batch", type=int, default=8, help="images per forward pass at most (1: no batching)")
     p.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits for more (default 10)")
     p.add_argument("--max-queue", type=int, default=64,
@@ -37,11 +37,11 @@ def _config(args: argparse.Namespace):
     import torch
 
     from ..serve.engine import ServeConfig
-    from .common import _processor
+    from .common import processor_from_args
 
     return ServeConfig(model=args.model, token_merging=args.token_merging, dtype=args.dtype,
                        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
-                       processor=_processor(args), max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                       processor=processor_from_args(args), max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                        max_queue=args.max_queue, max_pixels=int(args.max_pixels),
                        max_body_bytes=int(args.max_body_mb * 2**20))
 

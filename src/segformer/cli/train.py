@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import _hw
+from .common import parse_hw
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
@@ -42,18 +42,19 @@ def _run_train(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..training import load_config, train
+    from ..utils.distributed import launch_env
 
     class TqdmHandler(logging.Handler):  # log lines above the progress bar instead of through it
         def emit(self, record: logging.LogRecord) -> None:
             tqdm.write(self.format(record), file=sys.stderr)
 
-    main_rank = int(os.environ.get("RANK", 0)) == 0
+    main_rank = launch_env()[0] == 0
     handler = TqdmHandler()
     handler.setFormatter(logging.Formatter("segformer train: %(message)s"))
     logger = logging.getLogger("segformer")
     logger.addHandler(handler)
     logger.setLevel(logging.INFO if main_rank else logging.WARNING)
-    crop = _hw(args.crop, "--crop")
+    crop = parse_hw(args.crop, "--crop")
     flags = {"model": args.model, "data": args.data, "num_classes": args.num_classes,
              "crop_size": list(crop) if crop else None, "batch_size": args.batch_size, "iters": args.iters,
              "lr": args.lr, "out": args.out, "pretrained": args.pretrained}

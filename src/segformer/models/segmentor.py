@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .base import ModelConfig, SegmentationModel
 from .decoders import ClassificationHead, MLPDecoder, MMSegMLPDecoder, init_decoder
-from .loss import segmentation_loss
 from .mit import MiTConfig, MixTransformer
-from .pose import init_pose_head, keypoint_mse_loss
+from .pose import init_pose_head
 from .token_merging import (
     TokenMergingConfig,
     TokenMergingSpec,
@@ -27,8 +27,10 @@ TASKS = ("segmentation", "classification", "pose")
 
 
 @dataclass
-class SegFormerConfig:
+class SegFormerConfig(ModelConfig):
     """Everything needed to rebuild a SegFormer; serialises to JSON via `to_dict`."""
+
+    architecture: ClassVar[str] = "segformer"
 
     encoder: MiTConfig = field(default_factory=MiTConfig)
     num_classes: int = 150  # pose: the number of keypoints (heatmaps)
@@ -53,30 +55,18 @@ class SegFormerConfig:
         if self.decoder_style not in DECODER_STYLES:
             raise ValueError(f"SegFormerConfig.decoder_style must be one of {DECODER_STYLES}, "
                              f"got {self.decoder_style!r}")
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
-        if self.class_names is not None and len(self.class_names) != self.num_classes:
-            self.class_names = None  # stale names (num_classes overridden) are worse than none
-
-    def to_dict(self) -> dict:
-        return {"architecture": "segformer", **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SegFormerConfig:
-        data = {k: v for k, v in data.items() if k != "architecture"}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown SegFormerConfig fields {sorted(unknown)}; accepted: {sorted(known)}")
-        return cls(**data)
+        self._check_classes()
 
 
-class SegFormer(nn.Module):
+class SegFormer(SegmentationModel):
     """MiT encoder + All-MLP decoder (or classifier). `forward` returns logits.
 
     Segmentation logits are (B, K, H/4, W/4), as in HF and mmseg; classification logits (B, K); pose: K keypoint
     heatmaps (B, K, H/4, W/4), as the SegFormer++ MMPose head (see `models.pose`).
     """
+
+    config_class = SegFormerConfig
+    config: SegFormerConfig
 
     def __init__(self, config: SegFormerConfig | None = None):
         super().__init__()
@@ -114,27 +104,12 @@ class SegFormer(nn.Module):
         geometry = zip((height, width), conv.kernel_size, conv.stride, conv.padding, strict=True)
         return tuple((size + 2 * p - k) // s + 1 for size, k, s, p in geometry)
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
-        """Segmentation: cross-entropy with `labels` (B, H, W). Pose: keypoint MSE with target heatmaps `labels`
-        (B, K, h, w) and per-keypoint `weights` (B, K)."""
-        if self.config.task == "pose":
-            return keypoint_mse_loss(logits, labels, weights)
-        return segmentation_loss(logits, labels, self.config.ignore_index)
+    @property
+    def task(self) -> str:
+        return self.config.task
 
-    def no_weight_decay(self) -> set[str]:
-        return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
-
-    def reset_head(self, num_classes: int) -> None:
-        """Replace the head with a freshly initialised one for `num_classes` classes."""
-        self.config = dataclasses.replace(self.config, num_classes=num_classes, class_names=None)
-        self.decode_head = build_head(self.config).to(self.encoder.stages[0].patch_embed.proj.weight)
-
-    def save_pretrained(self, directory: str | Path, *, overwrite: bool = False) -> Path:
-        """Write `config.json` + `model.safetensors`; HF-style SegFormers also load in transformers."""
-        # Imported here: models do not depend on checkpoint formats, only this convenience does.
-        from ..checkpoints import save_pretrained
-
-        return save_pretrained(self, directory, overwrite=overwrite)
+    def _new_heads(self) -> dict[str, nn.Module]:
+        return {"decode_head": build_head(self.config)}
 
 
 def build_head(config: SegFormerConfig) -> nn.Module:

@@ -10,12 +10,12 @@ import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from .loss import segmentation_loss
+from .base import ModelConfig, SegmentationModel
 from .setr_decoders import FCNHead, MLANeck, SETRMLAHead, SETRUPHead
 from .vit import VisionTransformer, ViTConfig
 
@@ -41,13 +41,14 @@ MMSEG_WEIGHTS = {
 
 
 @dataclass
-class SETRConfig:
+class SETRConfig(ModelConfig):
     """Everything needed to rebuild a SETR; serialises to JSON via `to_dict` ("architecture": "setr").
 
     Naive/PUP: the decode head reads the last encoder output, aux head j the encoder output `aux_indices[j]`.
     MLA: all encoder outputs go through the MLA neck; aux head j (1x1 FCN) reads neck level `aux_indices[j]`.
     """
 
+    architecture: ClassVar[str] = "setr"
     encoder: ViTConfig = field(default_factory=lambda: ViTConfig(out_indices=(9, 14, 19, 23)))
     decoder: str = "pup"  # "naive" | "pup" | "mla"
     num_classes: int = 150
@@ -73,27 +74,12 @@ class SETRConfig:
             self.encoder = ViTConfig(**self.encoder)
         if self.decoder not in DECODERS:
             raise ValueError(f"SETRConfig.decoder must be one of {DECODERS}, got {self.decoder!r}")
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        self._check_classes()
         self.aux_indices = tuple(int(i) for i in self.aux_indices)
         levels = len(self.encoder.out_indices)
         if any(not 0 <= i < levels for i in self.aux_indices):
             raise ValueError(f"SETRConfig.aux_indices {self.aux_indices} must index the {levels} encoder outputs "
                              f"(out_indices {self.encoder.out_indices})")
-        if self.class_names is not None and len(self.class_names) != self.num_classes:
-            self.class_names = None  # stale names (num_classes overridden) are worse than none
-
-    def to_dict(self) -> dict:
-        return {"architecture": "setr", **dataclasses.asdict(self)}
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SETRConfig:
-        data = {k: v for k, v in data.items() if k != "architecture"}
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown SETRConfig fields {sorted(unknown)}; accepted: {sorted(known)}")
-        return cls(**data)
 
 
 def default_out_indices(decoder: str, depth: int) -> tuple[int, ...]:
@@ -133,10 +119,13 @@ def setr_config(decoder: str, dataset: str = "ade20k", **overrides) -> SETRConfi
     return SETRConfig(encoder=ViTConfig(**enc), **head)
 
 
-class SETR(nn.Module):
+class SETR(SegmentationModel):
     """ViT encoder (+ MLA neck) + SETR decode head; `forward` returns the main head's logits:
-    (B, K, ceil(H/4), ceil(W/4)) for Naive and MLA, (B, K, H, W) for PUP.
-    `encoder`: an existing VisionTransformer with `config.encoder` to build the heads around."""
+    (B, K, ceil(H/4), ceil(W/4)) for Naive and MLA, (B, K, H, W) for PUP; `forward_aux` also the auxiliary
+    heads'. `encoder`: an existing VisionTransformer with `config.encoder` to build the heads around."""
+
+    config_class = SETRConfig
+    config: SETRConfig
 
     def __init__(self, config: SETRConfig | None = None, encoder: VisionTransformer | None = None):
         super().__init__()
@@ -153,44 +142,34 @@ class SETR(nn.Module):
         features = self.encoder(pixel_values)
         return self.neck(features) if self.neck is not None else features
 
-    def forward(self, pixel_values: torch.Tensor, return_aux: bool = False
-                ) -> torch.Tensor | tuple[torch.Tensor, list[torch.Tensor]]:
-        """Main logits; with `return_aux=True` also the auxiliary heads' logits (training only in SETR).
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The main head's logits.
 
         Inputs whose sides are not multiples of the patch are zero-padded at the bottom/right (as mmseg); the
         logits are cropped back to the unpadded extent (mmseg keeps the padded size and lets the final resize
         stretch it), so they stay aligned with the image."""
+        return self._heads(pixel_values, aux=False)[0]
+
+    def forward_aux(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(main logits, auxiliary heads' logits), cropped like `forward`'s; SETR trains with both."""
+        return self._heads(pixel_values, aux=True)
+
+    def _heads(self, pixel_values: torch.Tensor, aux: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
         features = self.forward_features(pixel_values)
         size, padded = pixel_values.shape[-2:], [g * self.config.encoder.patch_size for g in features[0].shape[-2:]]
         logits = _crop(self.decode_head(features if self.neck is not None else features[-1]), size, padded)
-        if not return_aux:
-            return logits
-        aux = [head(features[i]) for i, head in zip(self.config.aux_indices, self.aux_heads, strict=True)]
-        return logits, [_crop(a, size, padded) for a in aux]
+        if not aux:
+            return logits, []
+        extra = [head(features[i]) for i, head in zip(self.config.aux_indices, self.aux_heads, strict=True)]
+        return logits, [_crop(a, size, padded) for a in extra]
 
-    def loss(self, logits: torch.Tensor, labels: torch.Tensor,
-             aux_logits: list[torch.Tensor] | None = None) -> torch.Tensor:
-        """Cross-entropy of the main logits plus `aux_weight` x that of each auxiliary head's logits."""
-        total = segmentation_loss(logits, labels, self.config.ignore_index)
-        for aux in aux_logits or ():
-            total = total + self.config.aux_weight * segmentation_loss(aux, labels, self.config.ignore_index)
-        return total
+    @property
+    def aux_weight(self) -> float:
+        return self.config.aux_weight
 
-    def no_weight_decay(self) -> set[str]:
-        return {f"encoder.{n}" for n in self.encoder.no_weight_decay()}
-
-    def reset_head(self, num_classes: int) -> None:
-        """Replace the decode and auxiliary heads with fresh ones for `num_classes` classes (the neck is kept)."""
-        self.config = dataclasses.replace(self.config, num_classes=num_classes, class_names=None)
+    def _new_heads(self) -> dict[str, nn.Module]:
         decode_head, aux_heads = _build_heads(self.config)
-        self.decode_head = decode_head.to(self.encoder.pos_embed)
-        self.aux_heads = aux_heads.to(self.encoder.pos_embed)
-
-    def save_pretrained(self, directory: str | Path, *, overwrite: bool = False) -> Path:
-        """Write `config.json` + `model.safetensors` in our layout."""
-        from ..checkpoints import save_pretrained  # models do not depend on checkpoint formats; this helper does
-
-        return save_pretrained(self, directory, overwrite=overwrite)
+        return {"decode_head": decode_head, "aux_heads": aux_heads}
 
 
 def _crop(logits: torch.Tensor, size: Sequence[int], padded: Sequence[int]) -> torch.Tensor:

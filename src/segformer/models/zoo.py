@@ -102,15 +102,15 @@ def model_config(name: str, **overrides) -> SegFormerConfig | SETRConfig:
     return SegFormerConfig(encoder=mit_config(entry.variant, **enc), **head)
 
 
-def pose_overrides(task: str | None, overrides: dict) -> dict:
+def pose_overrides(task: str | None, overrides: dict, defaults: bool = True) -> dict:
     """A pose model's defaults (the reference's mmseg-style head, 256 channels, no dropout, mmseg's LayerNorm eps)
-    under `overrides`; `num_keypoints` is the pose name of `num_classes`."""
+    under `overrides` (unless `defaults` is False); `num_keypoints` is the pose name of `num_classes`."""
     if "num_keypoints" in overrides:
         if task != "pose":
             raise ValueError("num_keypoints is for pose models (segformer-bX-pose or task='pose'); use num_classes")
         overrides = {**overrides, "num_classes": overrides["num_keypoints"]}
         del overrides["num_keypoints"]
-    if task != "pose":
+    if task != "pose" or not defaults:
         return overrides
     return {"decoder_style": "mmseg", "decoder_dim": POSE_DECODER_DIM, "decoder_dropout": 0.0, "task": "pose",
             **overrides}

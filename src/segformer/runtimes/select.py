@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..export import _in_channels
+from ..models import input_channels
 from .base import RUNTIMES, check_runtime
 from .probe import cached, probe_key, store, time_interleaved
 
@@ -73,7 +73,7 @@ def _auto_blocker(model: nn.Module, device: str, dtype: str) -> str | None:
 
 
 def _probe(model: nn.Module, runner: nn.Module, size: tuple[int, int], measure: Measure) -> tuple[dict, float]:
-    x = torch.randn(1, _in_channels(model), *size, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(1, input_channels(model), *size, generator=torch.Generator().manual_seed(0))
     model.eval()
 
     def ours():

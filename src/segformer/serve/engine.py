@@ -268,7 +268,7 @@ class Segmenter:
             "task": self.task,
             "num_classes": self.num_classes, "classes": self.class_names,
             "palette": [[int(v) for v in rgb] for rgb in self.palette[:self.num_classes]],
-            "input": dataclasses.asdict(cfg.processor), "token_merging": getattr(mc, "token_merging", None),
+            "input": dataclasses.asdict(cfg.processor), "token_merging": mc.to_dict().get("token_merging"),
             "dtype": cfg.dtype, "device": str(cfg.device),
             "batching": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms},
             "limits": {"max_pixels": cfg.max_pixels, "max_body_bytes": cfg.max_body_bytes,

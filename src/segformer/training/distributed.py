@@ -1,58 +1,17 @@
-"""Distributed data parallel helpers: process group from torchrun's environment, SyncBatchNorm (also on CPU),
-and small collectives. A single process (WORLD_SIZE unset or 1) never creates a process group."""
+"""Distributed data parallel helpers for training: SyncBatchNorm (also on CPU) and small collectives. The process
+group itself is set up by `segformer.utils.distributed` (re-exported here for the trainer)."""
 
 from __future__ import annotations
-
-import datetime
-import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 import torch.distributed.nn.functional as dist_fn
 from torch import nn
 
+from ..utils.distributed import DistInfo, destroy, init_distributed, is_initialized, world_size
 
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int
-    world_size: int
-    local_rank: int
-    device: torch.device
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: str | None = None) -> DistInfo:
-    """Read torchrun's RANK / WORLD_SIZE / LOCAL_RANK; with more than one process, join the process group
-    (nccl on CUDA, gloo on CPU). `device`: None picks cuda (one GPU per local rank) if available, else cpu."""
-    world = int(os.environ.get("WORLD_SIZE", 1))
-    rank, local_rank = int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
-    name = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {name!r} asked for, but CUDA is not available; use device: cpu")
-        dev = torch.device("cuda", local_rank if world > 1 and dev.index is None else (dev.index or 0))
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo", timeout=datetime.timedelta(minutes=30))
-    return DistInfo(rank, world, local_rank, dev)
-
-
-def destroy() -> None:
-    if is_initialized():
-        dist.destroy_process_group()
-
-
-def is_initialized() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-def world_size() -> int:
-    return dist.get_world_size() if is_initialized() else 1
+__all__ = ["DistInfo", "destroy", "init_distributed", "is_initialized", "world_size", "all_reduce_sum",
+           "gather_objects", "barrier", "CPUSyncBatchNorm", "convert_sync_batchnorm"]
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

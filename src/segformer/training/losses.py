@@ -1,10 +1,10 @@
 """Training losses: cross-entropy on logits upsampled to the label size (ignore index, optional class weights),
 plus the auxiliary heads' losses with their weights (SETR).
 
-Without class weights the model's own `loss` is used (SegFormer: cross-entropy; SETR: main + aux_weight x each
-auxiliary head), so training optimises exactly what the model defines. Like HF and `F.cross_entropy`, the mean
-is over labelled pixels (weighted by their class weights); mmseg's default divides by all pixels, ignored ones
-included, which only rescales the gradient by the labelled fraction.
+A `SegmentationModel` computes its own loss (`SegmentationModel.loss`: SegFormer cross-entropy; SETR main +
+aux_weight x each auxiliary head), so training optimises exactly what the model defines. Like HF and
+`F.cross_entropy`, the mean is over labelled pixels (weighted by their class weights); mmseg's default divides by
+all pixels, ignored ones included, which only rescales the gradient by the labelled fraction.
 """
 
 from __future__ import annotations
@@ -14,17 +14,34 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from ..models import segmentation_loss
+from ..models import SegmentationModel, segmentation_loss
+
+
+class TrainingForward(nn.Module):
+    """`model` whose forward returns (logits, auxiliary logits): `forward_aux` for a `SegmentationModel`, plain
+    logits and no auxiliary ones for any other model. Training wraps this (not the model) in
+    DistributedDataParallel, so the auxiliary heads' forward goes through the wrapper too."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if isinstance(self.model, SegmentationModel):
+            return self.model.forward_aux(pixel_values)
+        return self.model(pixel_values), []
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The model inside a DistributedDataParallel (or similar `.module`) wrapper."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    """The model inside a DistributedDataParallel wrapper and a `TrainingForward`."""
+    model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    return model.model if isinstance(model, TrainingForward) else model
 
 
 class SegmentationLoss:
     """`loss(model, pixel_values, labels)`: forward (with auxiliary outputs when the model has auxiliary
-    heads) and the training loss. `model` may be DDP-wrapped: the forward goes through the wrapper."""
+    heads) and the training loss. `model` may be a `TrainingForward`, DDP-wrapped or not: the forward goes
+    through the wrapper."""
 
     def __init__(self, ignore_index: int = 255, class_weights: Sequence[float] | None = None):
         self.ignore_index = ignore_index
@@ -32,19 +49,14 @@ class SegmentationLoss:
 
     def __call__(self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         core = unwrap(model)
-        num_aux = len(getattr(core, "aux_heads", None) or ())
-        if num_aux:
-            logits, aux = model(pixel_values, return_aux=True)
-        else:
-            logits, aux = model(pixel_values), []
+        forward = model if core is not model else TrainingForward(model)
+        logits, aux = forward(pixel_values)
         num_classes = logits.shape[1]
-        if self.class_weight is not None and len(self.class_weight) != num_classes:
-            raise ValueError(f"class_weights has {len(self.class_weight)} values but the model predicts "
-                             f"{num_classes} classes")
-        if self.class_weight is None and hasattr(core, "loss"):
-            return core.loss(logits, labels, aux) if num_aux else core.loss(logits, labels)
-        total = segmentation_loss(logits, labels, self.ignore_index, self.class_weight)
-        aux_weight = getattr(getattr(core, "config", None), "aux_weight", 0.0)
-        for extra in aux:
-            total = total + aux_weight * segmentation_loss(extra, labels, self.ignore_index, self.class_weight)
-        return total
+        weight = self.class_weight
+        if weight is not None and len(weight) != num_classes:
+            raise ValueError(f"class_weights has {len(weight)} values but the model predicts {num_classes} classes")
+        if not isinstance(core, SegmentationModel):
+            return segmentation_loss(logits, labels, self.ignore_index, weight)
+        # the model's own ignore index, unless class weights ask for the weighted loss on the data's labels
+        ignore = self.ignore_index if weight is not None else None
+        return core.loss(logits, labels, aux, class_weight=weight, ignore_index=ignore)

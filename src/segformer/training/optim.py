@@ -14,6 +14,7 @@ import re
 import torch
 from torch import nn
 
+from ..models import SegmentationModel
 from .config import TrainConfig
 
 HEAD_PREFIXES = ("decode_head.", "aux_heads.")
@@ -27,7 +28,7 @@ def no_decay_names(model: nn.Module, rule: str = "model") -> set[str]:
     minus the MiT's stage-closing LayerNorms, as mmseg's name matching does."""
     if rule == "none":
         return set()
-    names = set(model.no_weight_decay()) if hasattr(model, "no_weight_decay") else set()
+    names = set(model.no_weight_decay()) if isinstance(model, SegmentationModel) else set()
     if rule == "mmseg":
         names = {n for n in names if not _STAGE_NORM.fullmatch(n)}
     elif rule != "model":

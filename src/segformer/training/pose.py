@@ -1,9 +1,9 @@
 """What training a top-down pose model changes: COCO-format keypoint data, MMPose's pipeline and heatmap
-targets, the keypoint MSE loss and PCK evaluation. The `Trainer` asks `is_pose(config)` and uses these."""
+targets (the model's own `loss` is the keypoint MSE) and PCK evaluation. The `Trainer` asks `is_pose(config)`
+and uses these."""
 
 from __future__ import annotations
 
-import torch
 from torch import nn
 
 from ..data.keypoints import KeypointDataset, open_keypoints
@@ -11,7 +11,6 @@ from ..data.pose_transforms import PoseTrainTransform
 from ..models.zoo import get_entry
 from ..pose_evaluation import evaluate_pose
 from .config import TrainConfig
-from .losses import unwrap
 
 
 def is_pose(config: TrainConfig) -> bool:
@@ -34,15 +33,6 @@ def open_pose_datasets(config: TrainConfig) -> tuple[KeypointDataset, KeypointDa
 
 def pose_transform(config: TrainConfig, dataset: KeypointDataset) -> PoseTrainTransform:
     return PoseTrainTransform(input_size(config), dataset.meta, sigma=config.sigma, flip_prob=config.flip_prob)
-
-
-class PoseLoss:
-    """`loss(model, crops, (heatmaps, weights))`: the model's keypoint MSE on its own heatmaps."""
-
-    def __call__(self, model: nn.Module, crops: torch.Tensor, target: tuple[torch.Tensor, torch.Tensor]
-                 ) -> torch.Tensor:
-        heatmaps, weights = target
-        return unwrap(model).loss(model(crops), heatmaps, weights)
 
 
 def evaluate(model: nn.Module, dataset: KeypointDataset, config: TrainConfig, progress: bool = False) -> dict:

@@ -30,10 +30,9 @@ from torch import nn
 from tqdm import tqdm
 
 from ..evaluation import evaluate
-from ..models.segmentor import SegFormer, SegFormerConfig
-from ..models.setr import SETR, SETRConfig
+from ..models import SegmentationModel, model_from_config
 from ..runtimes.precision import autocast_dtype
-from ..utils.io import atomic_dir, atomic_write_text
+from ..utils.io import atomic_dir, atomic_write_text, json_safe, write_json
 from . import distributed as ddp
 from .checkpoint import (
     checkpoint_path,
@@ -46,11 +45,11 @@ from .checkpoint import (
 )
 from .config import TrainConfig, save_config
 from .data import check_files, default_scale, open_datasets, train_loader
-from .losses import SegmentationLoss
+from .losses import SegmentationLoss, TrainingForward
 from .optim import build_optimizer, build_schedule
 from .plots import read_log_records, save_plots
-from .pose import PoseLoss, is_pose, open_pose_datasets, pose_transform
 from .pose import evaluate as evaluate_pose
+from .pose import is_pose, open_pose_datasets, pose_transform
 from .pretrained import build_model
 
 log = logging.getLogger(__name__)
@@ -90,20 +89,6 @@ def _check_run_dir(config: TrainConfig, resume, overwrite: bool) -> Path:
         raise FileExistsError(f"run directory {run_dir} already holds a run ({', '.join(taken)}); pass --resume "
                               f"to continue it, --overwrite to start it over, or choose another --out")
     return run_dir
-
-
-def model_from_config(data: dict) -> nn.Module:
-    """A freshly built SegFormer or SETR from its `config.to_dict()`."""
-    if data.get("architecture") == "setr":
-        return SETR(SETRConfig.from_dict(data))
-    return SegFormer(SegFormerConfig.from_dict(data))
-
-
-def _clean(value):
-    """JSON has no NaN: classes never seen (0 / 0) become null."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    return [_clean(v) for v in value] if isinstance(value, (list, tuple)) else value
 
 
 def _to_device(labels, device: torch.device):
@@ -151,7 +136,7 @@ class Trainer:
         if model is None:
             saved = (self.checkpoint or {}).get("model_config")
             model = model_from_config(saved) if saved else build_model(config)
-        if isinstance(getattr(model, "config", None), (SegFormerConfig, SETRConfig)):
+        if isinstance(model, SegmentationModel):
             if model.config.num_classes != train_set.num_classes:
                 raise ValueError(f"the model predicts {model.config.num_classes} classes but the training data has "
                                  f"{train_set.num_classes}")
@@ -160,13 +145,13 @@ class Trainer:
         if world > 1:
             self.core = ddp.convert_sync_batchnorm(self.core, self.device)
             self.model = nn.parallel.DistributedDataParallel(
-                self.core, device_ids=[self.device] if self.device.type == "cuda" else None)
+                TrainingForward(self.core), device_ids=[self.device] if self.device.type == "cuda" else None)
         else:
-            self.model = self.core
+            self.model = TrainingForward(self.core)
         self.optimizer = build_optimizer(self.core, config)
         self.schedule = build_schedule(self.optimizer, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
-        self.loss_fn = PoseLoss() if self.pose else SegmentationLoss(train_set.ignore_index, config.class_weights)
+        self.loss_fn = SegmentationLoss(train_set.ignore_index, None if self.pose else config.class_weights)
         self.start, self.log_lines = 0, None
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
@@ -238,7 +223,7 @@ class Trainer:
         state = {"iteration": iteration, "model": self.core.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scaler": self.scaler.state_dict(), "micro_batch": self.micro_batch, "rng": rng,
                  "config": self.config.to_dict(), "log_lines": self.log_lines}
-        if isinstance(getattr(self.core, "config", None), (SegFormerConfig, SETRConfig)):
+        if isinstance(self.core, SegmentationModel):
             state["model_config"] = self.core.config.to_dict()
         path = save_checkpoint(self.run_dir, iteration, state, keep=self.config.keep_checkpoints)
         log.info("iteration %d: checkpoint %s", iteration, path)
@@ -286,7 +271,8 @@ class Trainer:
             images = images.to(self.device, non_blocking=True)
             labels = _to_device(labels, self.device)
             last = micro == accum - 1
-            sync = self.model.no_sync() if self.model is not self.core and not last else contextlib.nullcontext()
+            ddp_model = isinstance(self.model, nn.parallel.DistributedDataParallel)
+            sync = self.model.no_sync() if ddp_model and not last else contextlib.nullcontext()
             with sync:
                 with autocast:
                     loss = self.loss_fn(self.model, images, labels)
@@ -369,7 +355,7 @@ class Trainer:
             log.info("iteration %d: %s", iteration, "  ".join(f"{k} {v:.2f}" for k, v in summary.items()))
             return
         summary = {k: metrics[k] for k in ("aAcc", "mIoU", "mAcc")}
-        self._log({"iter": iteration, **{k: _clean(v) for k, v in summary.items()}})
+        self._log({"iter": iteration, **json_safe(summary)})
         if self.dist.is_main:
             log.info("iteration %d: aAcc %.2f  mIoU %.2f  mAcc %.2f", iteration, *summary.values())
 
@@ -378,9 +364,9 @@ class Trainer:
             payload = {"iteration": self.config.iters, **metrics}
         else:
             payload = self._segmentation_results(metrics)
-        atomic_write_text(self.run_dir / "metrics.json", json.dumps(payload, indent=2) + "\n")
+        write_json(self.run_dir / "metrics.json", payload, overwrite=True)
         final = self.run_dir / "final"
-        if hasattr(self.core, "save_pretrained"):
+        if isinstance(self.core, SegmentationModel):
             self.core.save_pretrained(final, overwrite=True)
         else:  # any other model: its weights alone
             weights = {k: v.detach().contiguous().cpu() for k, v in self.core.state_dict().items()}
@@ -389,9 +375,9 @@ class Trainer:
 
     def _segmentation_results(self, metrics: dict) -> dict:
         names = metrics["classes"]
-        return {"iteration": self.config.iters, "aAcc": _clean(metrics["aAcc"]), "mIoU": _clean(metrics["mIoU"]),
-                "mAcc": _clean(metrics["mAcc"]), "IoU": dict(zip(names, _clean(metrics["IoU"]), strict=True)),
-                "Acc": dict(zip(names, _clean(metrics["Acc"]), strict=True)), "num_images": metrics["num_images"]}
+        return {"iteration": self.config.iters, "aAcc": metrics["aAcc"], "mIoU": metrics["mIoU"],
+                "mAcc": metrics["mAcc"], "IoU": dict(zip(names, metrics["IoU"], strict=True)),
+                "Acc": dict(zip(names, metrics["Acc"], strict=True)), "num_images": metrics["num_images"]}
 
 
 def train(config: TrainConfig, *, resume: str | Path | None = None, model: nn.Module | None = None,

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import json
+import math
 import os
 import re
 import shutil
@@ -133,3 +135,17 @@ def atomic_dir(path: str | Path, fill: Callable[[Path], None], overwrite: bool =
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def json_safe(value: object) -> object:
+    """`value` with every NaN float, also inside dicts, lists and tuples, replaced by None (JSON has no NaN)."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    return [json_safe(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def write_json(path: str | Path, data: object, overwrite: bool = True) -> Path:
+    """`data` as indented JSON, atomically; NaN floats (e.g. the IoU of a class never seen) are written as null."""
+    return atomic_write_text(path, json.dumps(json_safe(data), indent=2) + "\n", overwrite)
