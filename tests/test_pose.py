@@ -187,6 +187,11 @@ def test_synthetic_set_and_train_transform(tmp_path):
 def test_cli_synth_eval_predict(tmp_path, capsys, pose_model):
     root = tmp_path / "data"
     assert main(["synth", str(root), "--task", "pose", "--train", "4", "--val", "3"]) == 0
+    recipe = ROOT / "configs" / "segformer_b0_coco_pose_384x288.yaml"
+    assert main(["train", str(recipe), "--data", str(root), "--out", str(tmp_path / "run"), "--crop", "64", "48",
+                 "--batch-size", "2", "--set", "pretrained=null", "--set", "epochs=null", "--set", "iters=2",
+                 "--set", "eval_interval=0", "--set", "num_workers=0", "--set", "progress=false"]) == 0
+    assert "validation PCK@0.1" in capsys.readouterr().out and (tmp_path / "run" / "plots" / "pck.png").is_file()
     pose_model.save_pretrained(tmp_path / "m")
     assert main(["eval", "--model", str(tmp_path / "m"), "--data", str(root), "--crop", "64", "48",
                  "--json", str(tmp_path / "e.json")]) == 0

@@ -61,7 +61,9 @@ def _run_train(args: argparse.Namespace) -> int:
     config = load_config(args.config, flags, args.sets)
     metrics = train(config, resume=args.resume, overwrite=args.overwrite)
     if main_rank:
-        print(f"segformer train: {config.iters} iterations; validation aAcc {metrics['aAcc']:.2f}  mIoU "
-              f"{metrics['mIoU']:.2f}  mAcc {metrics['mAcc']:.2f}; run directory {config.out} (final model in "
+        length = f"{config.epochs} epochs" if config.epochs else f"{config.iters} iterations"
+        scores = "  ".join(f"{k} {metrics[k]:.2f}" for k in ("aAcc", "mIoU", "mAcc", "PCK@0.1", "PCK@0.05")
+                           if metrics.get(k) is not None)
+        print(f"segformer train: {length}; validation {scores}; run directory {config.out} (final model in "
               f"{os.path.join(config.out, 'final')})")
     return 0
