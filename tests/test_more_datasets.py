@@ -131,3 +131,12 @@ def test_layout_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="lists '2007_000033' but its label map .* does not exist"):
         open_dataset(trees["voc"], "val")
     assert len(open_dataset(trees["voc"], "aug")) == 2 and len(open_dataset(trees["voc"], "train")) == 4
+
+
+def test_coco_stuff_paper_recipe_loads():
+    from segformer.training.config import load_config
+
+    cfg = load_config(ROOT / "configs" / "papers" / "segformer_b0_coco_stuff_512.yaml")
+    assert (cfg.iters, cfg.batch_size, cfg.lr, tuple(cfg.crop_size), tuple(cfg.scale)) == (
+        80000, 16, 6e-5, (512, 512), (2048, 512))
+    assert cfg.model == "segformer-b0" and cfg.data is None
