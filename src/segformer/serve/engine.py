@@ -211,7 +211,8 @@ class Segmenter:
 
     def labels(self, rgb: np.ndarray, opts: SegmentOptions) -> np.ndarray:
         return predict(self.batched, rgb, mode=opts.mode, processor=self.config.processor, crop_size=opts.crop,
-                       stride=opts.stride, scales=opts.scales, flip=opts.flip, dtype=self.config.dtype)
+                       stride=opts.stride, scales=opts.scales, flip=opts.flip, dtype=self.config.dtype,
+                       max_pixels=self.config.max_pixels)  # the server's own limit, already checked
 
     def segment(self, data: bytes, opts: SegmentOptions) -> tuple[bytes, str, float]:
         """(body, media type, seconds spent) of the answer to one request."""
