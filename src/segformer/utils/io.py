@@ -4,7 +4,8 @@
 - Files get mode 0666 and folders 0777 minus the umask (0644 / 0755 usually), like any ordinary file, not the
   0600 / 0700 of `tempfile`.
 - Temporaries are named `.NAME.PID.XXXXXXXX.tmp`; one whose process no longer runs was left by a kill, and is
-  removed on the next write to the same folder.
+  removed by the next process that writes to the same folder (once per folder and process: a folder of many
+  outputs is not listed again for every file).
 - `atomic_dir` swaps a whole folder in (an atomic exchange on Linux), so a folder's files always belong together.
 """
 
@@ -22,6 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 _TEMP = re.compile(r"\..+\.(\d+)\.[A-Za-z0-9_]{8}\.tmp")
+_CLEANED: set[str] = set()  # folders this process has cleaned
 _RENAME_EXCHANGE = 2  # linux/fs.h
 _AT_FDCWD = -100
 
@@ -76,13 +78,20 @@ def check_free(path: Path, overwrite: bool) -> None:
         raise FileExistsError(f"{path} exists; pass overwrite=True (CLI: --overwrite) to replace it")
 
 
+def _clean_once(folder: Path) -> None:
+    key = os.path.realpath(folder)
+    if key not in _CLEANED:
+        clean_stale_temps(folder)
+        _CLEANED.add(key)
+
+
 def atomic_write(path: str | Path, write: Callable[[str], None], overwrite: bool = True) -> Path:
     """Call `write(tmp_path)`, then rename the temporary onto `path` (refused if `path` exists and not
     `overwrite`). The file gets the umask's mode."""
     path = Path(path)
     check_free(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(path.parent)
+    _clean_once(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
@@ -119,7 +128,7 @@ def atomic_dir(path: str | Path, fill: Callable[[Path], None], overwrite: bool =
     path = Path(path)
     check_free(path, overwrite)
     path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(path.parent)
+    _clean_once(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(path), suffix=".tmp", dir=path.parent))
     try:
         tmp.chmod(0o777 & ~current_umask())
