@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from transformers import SegformerConfig, SegformerForSemanticSegmentation
 import segformer
 from segformer.export import export_onnx
 from segformer.models.mit import MIT_VARIANTS
+from segformer.utils.timing import time_interleaved
 
 
 class _HFLogits(torch.nn.Module):
@@ -41,12 +41,6 @@ def export_hf(model: torch.nn.Module, path: Path, size: tuple[int, int]) -> None
         warnings.simplefilter("ignore")
         torch.onnx.export(_HFLogits(model).eval(), (torch.randn(1, 3, *size),), str(path), dynamo=False,
                           input_names=["pixel_values"], output_names=["logits"], dynamic_axes=axes, opset_version=17)
-
-
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def bench_case(variant: str, size: tuple[int, int], runs: int, warmup: int) -> dict:
@@ -72,13 +66,7 @@ def bench_case(variant: str, size: tuple[int, int], runs: int, warmup: int) -> d
         expected = ours(x).numpy()
         diffs = {k: float(np.abs(s.run(None, feed)[0] - expected).max()) for k, s in
                  (("ours", s_ours), ("hf", s_hf))}
-        for _ in range(warmup):
-            for fn in runners.values():
-                fn()
-        times = {k: [] for k in runners}
-        for _ in range(runs):
-            for k, fn in runners.items():
-                times[k].append(timed(fn))
+        times = time_interleaved(runners, runs=runs, warmup=warmup)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"case": f"{variant.upper()} {size[0]}x{size[1]}", **med, "diffs": diffs}
 

@@ -17,7 +17,6 @@ import argparse
 import json
 import statistics
 import subprocess
-import time
 from pathlib import Path
 
 import torch
@@ -25,6 +24,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 import segformer
+from segformer.utils.timing import time_interleaved
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["setr-naive", "setr-pup", "setr-mla", "segformer-b5"]
@@ -76,13 +76,8 @@ def count_gmac(model: torch.nn.Module, x: torch.Tensor) -> float:
 
 
 def latency(model: torch.nn.Module, x: torch.Tensor, runs: int) -> float:
-    times = []
     with torch.inference_mode():
-        for _ in range(runs + 1):
-            start = time.perf_counter()
-            model(x)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
+        return statistics.median(time_interleaved({"model": lambda: model(x)}, runs=runs, warmup=1)["model"])
 
 
 def mmseg_latency(size: int, runs: int, python: Path) -> dict[str, float]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import tempfile
-import time
 
 import torch
 from transformers import SegformerConfig, SegformerForSemanticSegmentation
@@ -22,6 +21,7 @@ from transformers import SegformerConfig, SegformerForSemanticSegmentation
 import segformer
 from segformer.models.mit import MIT_VARIANTS
 from segformer.runtime import retain_freed_memory
+from segformer.utils.timing import time_interleaved
 
 
 def hf_model(variant: str, num_labels: int) -> SegformerForSemanticSegmentation:
@@ -29,12 +29,6 @@ def hf_model(variant: str, num_labels: int) -> SegformerForSemanticSegmentation:
     cfg = SegformerConfig(hidden_sizes=list(spec["embed_dims"]), depths=list(spec["depths"]), num_labels=num_labels,
                           decoder_hidden_size=256 if variant in ("b0", "b1") else 768)
     return SegformerForSemanticSegmentation(cfg).eval()
-
-
-def time_once(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
 
 
 def bench_case(variant: str, height: int, width: int, runs: int, warmup: int, num_labels: int) -> dict:
@@ -53,16 +47,9 @@ def bench_case(variant: str, height: int, width: int, runs: int, warmup: int, nu
         fp32 = ours(x)
         diff = (fp32 - ref(pixel_values=x).logits).abs().max().item()
         agree = (ours_bf16().argmax(1) == fp32.argmax(1)).float().mean().item()
-        for _ in range(warmup):
-            ours(x)
-            ours_bf16()
-            ref(pixel_values=x)
-        t_ours, t_bf16, t_hf = [], [], []
-        for _ in range(runs):
-            t_ours.append(time_once(lambda: ours(x)))
-            t_bf16.append(time_once(ours_bf16))
-            t_hf.append(time_once(lambda: ref(pixel_values=x)))
-    med_ours, med_bf16, med_hf = (statistics.median(t) for t in (t_ours, t_bf16, t_hf))
+        times = time_interleaved({"ours": lambda: ours(x), "bf16": ours_bf16, "hf": lambda: ref(pixel_values=x)},
+                                 runs=runs, warmup=warmup)
+    med_ours, med_bf16, med_hf = (statistics.median(times[k]) for k in ("ours", "bf16", "hf"))
     return dict(case=f"{variant.upper()} {height}x{width}", ours=med_ours, hf=med_hf, ratio=med_hf / med_ours,
                 diff=diff, bf16=med_bf16, agree=agree)
 

@@ -31,6 +31,7 @@ import segformer
 from segformer.export import export_onnx
 from segformer.runtimes import select_runtime
 from segformer.runtimes.openvino import compile_model, openvino_model
+from segformer.utils.timing import time_interleaved
 
 
 def _session(path: Path) -> ort.InferenceSession:
@@ -99,15 +100,7 @@ def bench_case(variant: str, size: tuple[int, int], runs: int, warmup: int, want
         expected = runners["HF eager fp32"]()
         diffs = {k: float((fn().float() - expected).abs().max()) for k, fn in runners.items()
                  if "bf16" not in k and k != "HF eager fp32"}
-        for _ in range(warmup):
-            for fn in runners.values():
-                fn()
-        times: dict[str, list[float]] = {k: [] for k in runners}
-        for _ in range(runs):
-            for k, fn in runners.items():
-                start = time.perf_counter()
-                fn()
-                times[k].append(time.perf_counter() - start)
+        times = time_interleaved(runners, runs=runs, warmup=warmup)
     default = "ours ONNX (OpenVINO f32)" if choice.runtime == "openvino" else "ours eager fp32"
     return {k: statistics.median(v) for k, v in times.items()}, diffs, compile_s, default
 

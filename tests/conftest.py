@@ -1,14 +1,30 @@
-"""Session fixtures shared by the server tests (test_serve*.py), and test-session defaults: the CLI's
+"""Session fixtures: the MMSegmentation oracle (plain functions in tests/helpers.py), the server tests'
+(test_serve*.py), and test-session defaults: the CLI's
 `--runtime auto` (an OpenVINO conversion and a timed probe per model and input size) and the bf16 probe are
 for users; tests that exercise them ask for them explicitly (tests/test_runtimes.py), and no test writes the
 probe cache in the user's home."""
 
 import os
+from pathlib import Path
 
 import pytest
 
+import helpers
+
 os.environ.setdefault("SEGFORMER_RUNTIME", "torch")
 os.environ.setdefault("SEGFORMER_CACHE_DIR", "")
+
+
+@pytest.fixture(scope="session")
+def mmseg_python() -> Path:
+    """The MMSegmentation oracle venv's python; the test skips, saying why, without it."""
+    return helpers.mmseg_python()
+
+
+@pytest.fixture(scope="session")
+def mmseg_oracle() -> tuple[str, str]:
+    """(python, mmcv shim) of the oracle; the test skips, saying why, without the venv."""
+    return helpers.mmseg_oracle()
 
 
 @pytest.fixture(scope="session")

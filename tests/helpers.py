@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,15 +12,35 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 MMSEG_PYTHON = Path(os.environ.get("SEGFORMER_MMSEG_PYTHON", ROOT / ".venv-mmseg" / "bin" / "python"))
+ORACLES = ROOT / "tests" / "oracles"
 # The project's own stand-in for mmcv's compiled ops, so that mmseg imports on mmcv-lite.
-MMCV_SHIM = ROOT / "tests" / "oracles" / "mmcv_ops_shim.py"
+MMCV_SHIM = ORACLES / "mmcv_ops_shim.py"
 
 
 def mmseg_oracle() -> tuple[str, str]:
     """(python, shim path) of the MMSegmentation oracle venv; skips the test, saying why, when absent."""
     if not MMSEG_PYTHON.exists():
-        pytest.skip(f"MMSegmentation oracle venv absent ({MMSEG_PYTHON}); `make test` creates it (DESIGN.md 8)")
+        pytest.skip(f"MMSegmentation oracle venv absent ({MMSEG_PYTHON}); `make test` creates it (.venv-mmseg)")
     return str(MMSEG_PYTHON), str(MMCV_SHIM)
+
+
+def mmseg_python() -> Path:
+    """The MMSegmentation oracle venv's python (MMSegmentation 1.2.2 in its own venv, never imported here);
+    skips the test, saying why, when the venv is absent."""
+    if not MMSEG_PYTHON.is_file():
+        reason = (f"MMSegmentation oracle venv not found at {MMSEG_PYTHON}: `make test` creates it "
+                  f"(.venv-mmseg); set SEGFORMER_MMSEG_PYTHON to use another")
+        print(f"SKIP: {reason}", file=sys.stderr)
+        pytest.skip(reason)
+    return MMSEG_PYTHON
+
+
+def run_oracle(script: str | Path, args: list[str], timeout: int = 900) -> None:
+    """Run a tests/oracles script in the MMSegmentation venv; a failure fails the test with its stderr."""
+    proc = subprocess.run([str(mmseg_python()), str(ORACLES / script), *args], capture_output=True, text=True,
+                          timeout=timeout)
+    if proc.returncode != 0:
+        pytest.fail(f"mmseg oracle {Path(script).name} failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
 
 
 def randomise(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:

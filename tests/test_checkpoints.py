@@ -36,7 +36,7 @@ def hf_logits(model: torch.nn.Module, x: torch.Tensor = X) -> torch.Tensor:
         return model(pixel_values=x).logits
 
 
-# NVlabs names from HF's on-disk names, written here from the NVlabs key list in DESIGN.md section 4 (not with
+# NVlabs names from HF's on-disk names, written here from the NVlabs release's key list (not with
 # the package's own key tables, so a shared mistake cannot hide).
 _HF_TO_NVLABS = [
     (r"encoder\.patch_embeddings\.(\d+)\.layer_norm", "patch_embed{}.norm"),

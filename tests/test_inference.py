@@ -14,13 +14,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 import segformer
+from helpers import run_oracle
 from segformer import inference
 from segformer.cli import main
 from segformer.inference import multiscale, predict, run_model, shard, slide, whole, window_starts
 from segformer.preprocess import ImageProcessor
-
-ROOT = Path(__file__).resolve().parents[1]
-MMSEG_PYTHON = Path(os.environ.get("SEGFORMER_MMSEG_PYTHON", ROOT / ".venv-mmseg" / "bin" / "python"))
 
 
 def tiny(num_classes: int = 5, seed: int = 0) -> torch.nn.Module:
@@ -109,19 +107,13 @@ def test_slide_rejects_windows_that_leave_gaps():
 
 @pytest.mark.mmseg
 @pytest.mark.slow
-def test_slide_matches_mmseg_slide_inference(tmp_path):
+def test_slide_matches_mmseg_slide_inference(tmp_path, mmseg_python):
     """Acceptance: SegFormer-B0 weights saved by mmseg, 640x896, crop 512, stride 341: max |diff| <= 1e-4."""
-    if not MMSEG_PYTHON.is_file():
-        reason = f"MMSegmentation oracle venv not found at {MMSEG_PYTHON} (DESIGN.md section 8; `make test` makes it)"
-        print(f"SKIP: {reason}", file=sys.stderr)
-        pytest.skip(reason)
     slide_cfg = {"model.test_cfg": {"mode": "slide", "crop_size": [512, 512], "stride": [341, 341]}}
-    run = subprocess.run([str(MMSEG_PYTHON), str(ROOT / "tests" / "oracles" / "mmseg_oracle.py"), "build",
-                          "--config", "segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py", "--num-classes",
-                          "150", "--cfg-options", json.dumps(slide_cfg), "--input-shape", "1", "3", "640", "896",
-                          "--checkpoint", str(tmp_path / "b0.pth"), "--output", str(tmp_path / "b0.npz")],
-                         capture_output=True, text=True, timeout=900)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run_oracle("mmseg_oracle.py", ["build", "--config", "segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py",
+                                   "--num-classes", "150", "--cfg-options", json.dumps(slide_cfg), "--input-shape",
+                                   "1", "3", "640", "896", "--checkpoint", str(tmp_path / "b0.pth"), "--output",
+                                   str(tmp_path / "b0.npz")])
     ref = np.load(tmp_path / "b0.npz")
     model = segformer.load_model(tmp_path / "b0.pth").eval()
     assert model.config.decoder_style == "mmseg" and model.config.num_classes == 150

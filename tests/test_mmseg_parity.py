@@ -1,27 +1,20 @@
 """Parity with MMSegmentation 1.2.2 itself: random weights saved by mmseg, loaded by us, same input; and our
 mmseg export loaded by mmseg's own `init_model`, strictly.
 
-mmseg lives in its own venv (.venv-mmseg, see DESIGN.md section 8); one subprocess runs
+mmseg lives in its own venv (.venv-mmseg, never imported by the package); one subprocess runs
 tests/oracles/mmseg_oracle.py for every case of this module. Without that venv the module is skipped, saying so.
 """
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import segformer
-from helpers import randomise
+from helpers import randomise, run_oracle
 from segformer import cli
 
-ROOT = Path(__file__).resolve().parents[1]
-ORACLE = ROOT / "tests" / "oracles" / "mmseg_oracle.py"
-MMSEG_PYTHON = Path(os.environ.get("SEGFORMER_MMSEG_PYTHON", ROOT / ".venv-mmseg" / "bin" / "python"))
 B0_ADE = "segformer/segformer_mit-b0_8xb2-160k_ade20k-512x512.py"
 B5_CITYSCAPES = "segformer/segformer_mit-b5_8xb1-160k_cityscapes-1024x1024.py"
 OUR_CLASSES = ["sky", "road", "tree", "car", "person", "house", "water"]
@@ -31,14 +24,9 @@ pytestmark = pytest.mark.mmseg
 
 
 @pytest.fixture(scope="module")
-def oracle(tmp_path_factory):
+def oracle(tmp_path_factory, mmseg_python):
     """Every mmseg result of this module from one oracle run: B0-ADE and B5-Cityscapes built and run by mmseg,
     and our mmseg-style B0 (exported with `segformer convert --to mmseg`) loaded and run by mmseg."""
-    if not MMSEG_PYTHON.is_file():
-        reason = (f"MMSegmentation oracle venv not found at {MMSEG_PYTHON}: `make test` creates it "
-                  f"(DESIGN.md section 8); set SEGFORMER_MMSEG_PYTHON to use another")
-        print(f"SKIP: {reason}", file=sys.stderr)
-        pytest.skip(reason)
     d = tmp_path_factory.mktemp("mmseg")
     torch.manual_seed(0)
     ours = segformer.create_model("segformer-b0", decoder_style="mmseg", num_classes=7, class_names=OUR_CLASSES)
@@ -58,10 +46,7 @@ def oracle(tmp_path_factory):
              checkpoint=str(d / "ours_mmseg.pth"), output=str(d / "ours_in_mmseg.npz")),
     ]
     (d / "jobs.json").write_text(json.dumps(jobs))
-    proc = subprocess.run([str(MMSEG_PYTHON), str(ORACLE), "jobs", str(d / "jobs.json")],
-                          capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        pytest.fail(f"mmseg oracle failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
+    run_oracle("mmseg_oracle.py", ["jobs", str(d / "jobs.json")])
     return dict(dir=d, ours_logits=ours_logits, **{name: dict(np.load(d / f"{name}.npz"))
                                                    for name in ("b0", "b5", "ours_in_mmseg")})
 

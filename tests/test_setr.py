@@ -114,7 +114,7 @@ def test_zoo_presets_follow_the_mmseg_recipes():
     with torch.device("meta"):  # ViT-L without spending seconds on weight init
         counts = {n: sum(p.numel() for p in segformer.create_model(n).parameters()) for n in names}
         cityscapes = {d: segformer.create_model(f"setr-{d}-cityscapes-768").config for d in DECODERS}
-    for d, millions in (("naive", 305.6), ("pup", 317.3), ("mla", 309.6)):  # mmseg's counts (DESIGN.md 5)
+    for d, millions in (("naive", 305.6), ("pup", 317.3), ("mla", 309.6)):  # mmseg's counts, 150 classes
         assert round(counts[f"setr-{d}"] / 1e6, 1) == millions
         assert counts[f"setr-{d}-ade-512"] == counts[f"setr-{d}"]
     assert all(c.num_classes == 19 and c.encoder.img_size == (768, 768) for c in cityscapes.values())

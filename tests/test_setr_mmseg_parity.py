@@ -4,29 +4,23 @@ wheel, SyncBN -> BN), loaded by us, same input: decode-head and every auxiliary 
 configs run once per decoder (slow); narrow ViT-L-shaped configs (patch 16, 4 blocks, width 64) cover the
 ADE20K and Cityscapes recipes of each decoder. Our mmseg export is loaded by mmseg itself, strictly.
 
-mmseg lives in its own venv (.venv-mmseg, DESIGN.md section 8), run through tests/oracles/*.py in a subprocess.
+mmseg lives in its own venv (.venv-mmseg, never imported by the package), run through tests/oracles/*.py in a
+subprocess.
 """
 
 import json
-import os
-import subprocess
-import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 import segformer
-from helpers import randomise
+from helpers import randomise, run_oracle
 from segformer import cli
 from segformer.models import SETR
 
-ROOT = Path(__file__).resolve().parents[1]
-SETR_ORACLE = ROOT / "tests" / "oracles" / "mmseg_setr_oracle.py"
-ORACLE = ROOT / "tests" / "oracles" / "mmseg_oracle.py"
-MMSEG_PYTHON = Path(os.environ.get("SEGFORMER_MMSEG_PYTHON", ROOT / ".venv-mmseg" / "bin" / "python"))
+SETR_ORACLE, ORACLE = "mmseg_setr_oracle.py", "mmseg_oracle.py"  # in tests/oracles
 CONFIGS = {
     ("naive", "ade20k"): "setr/setr_vit-l_naive_8xb2-160k_ade20k-512x512.py",
     ("pup", "ade20k"): "setr/setr_vit-l_pup_8xb2-160k_ade20k-512x512.py",
@@ -36,26 +30,10 @@ CONFIGS = {
     ("mla", "cityscapes"): "setr/setr_vit-l_mla_8xb1-80k_cityscapes-768x768.py",
 }
 SHAPES = [[1, 3, 512, 512], [1, 3, 384, 512]]  # ADE20K's native 32x32 grid, then a resized one
-MMSEG_PARAMS = {"naive": 305.6e6, "pup": 317.3e6, "mla": 309.6e6}  # DESIGN.md 5, 150 classes
+MMSEG_PARAMS = {"naive": 305.6e6, "pup": 317.3e6, "mla": 309.6e6}  # mmseg's ViT-L SETR counts, 150 classes
 TOL = 1e-4
 
 pytestmark = pytest.mark.mmseg
-
-
-def mmseg_python() -> Path:
-    if not MMSEG_PYTHON.is_file():
-        reason = (f"MMSegmentation oracle venv not found at {MMSEG_PYTHON}: `make test` creates it "
-                  f"(DESIGN.md section 8); set SEGFORMER_MMSEG_PYTHON to use another")
-        print(f"SKIP: {reason}", file=sys.stderr)
-        pytest.skip(reason)
-    return MMSEG_PYTHON
-
-
-def run_oracle(script: Path, args: list[str], timeout: int = 900) -> None:
-    proc = subprocess.run([str(mmseg_python()), str(script), *args], capture_output=True, text=True,
-                          timeout=timeout)
-    if proc.returncode != 0:
-        pytest.fail(f"mmseg oracle {script.name} failed (rc {proc.returncode}):\n{proc.stderr[-4000:]}")
 
 
 def narrow(decoder: str, dataset: str) -> dict:

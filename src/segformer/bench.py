@@ -11,7 +11,8 @@ MACs are counted with `torch.utils.flop_counter` on a meta-device copy (shapes o
 
 Not counted (as in the papers): norms, activations, softmax, bilinear upsampling, biases and
 additions. On the meta device `scaled_dot_product_attention` runs its math form (two bmm, which the
-counter knows); on CPU it dispatches to a fused op the counter does not know (DESIGN.md 9), so we
+counter knows); on CPU it dispatches to the fused `_scaled_dot_product_flash_attention_for_cpu`, which the
+counter does not know, so we
 register that op's count too: 2 * B * heads * N * M * (d_qk + d_v) FLOPs, half that in MACs.
 """
 
@@ -22,7 +23,6 @@ import ctypes
 import gc
 import statistics
 import tempfile
-import time
 from collections.abc import Callable
 from contextlib import nullcontext
 
@@ -33,6 +33,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from .models import SegFormer, SegmentationModel, input_channels
 from .models.decoders import MLPDecoder, MMSegMLPDecoder
 from .utils.dtypes import DTYPES
+from .utils.timing import synchronize, time_interleaved
 
 _ATTENTION_OPS = ("_scaled_dot_product", "bmm")  # in these models every batched matmul is an attention product
 
@@ -116,11 +117,6 @@ def _memory_bytes(device: torch.device, peak: bool) -> int | None:
     return None
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _step_fn(model: nn.Module, x: torch.Tensor, labels: torch.Tensor | None, dtype: torch.dtype, hf: bool
              ) -> Callable[[], None]:
     """One timed step: an inference forward, or forward + backward + AdamW step when labels are given."""
@@ -195,27 +191,17 @@ def benchmark(model: nn.Module, height: int, width: int, *, batch: int = 1, dtyp
                 ours, theirs = timed.eval()(x), reference.eval()(pixel_values=x).logits
             result["hf_max_abs_diff"] = (ours.float() - theirs.float()).abs().max().item()
         candidates["hf_"] = _step_fn(reference, x, labels, DTYPES[dtype], hf=True)
-    times: dict[str, list[float]] = {k: [] for k in candidates}
-    for _ in range(warmup):
-        for step in candidates.values():
-            step()
-    for _ in range(runs):  # interleaved: both see the same machine load
-        for prefix, step in candidates.items():
-            _sync(dev)
-            start = time.perf_counter()
-            step()
-            _sync(dev)
-            times[prefix].append(time.perf_counter() - start)
+    times = time_interleaved(candidates, runs=runs, warmup=warmup, device=dev)
     for prefix, t in times.items():
         median = statistics.median(t)
         result.update({f"{prefix}latency_median_s": median, f"{prefix}latency_min_s": min(t),
                        f"{prefix}latency_max_s": max(t), f"{prefix}throughput_img_s": batch / median})
     for prefix, step in candidates.items():  # peak memory of one step each, measured apart, after timing
-        _sync(dev)
+        synchronize(dev)
         _reset_peak(dev)
         before = _memory_bytes(dev, peak=False)
         step()
-        _sync(dev)
+        synchronize(dev)
         peak = _memory_bytes(dev, peak=True)
         result[f"{prefix}peak_memory_bytes"] = peak
         result[f"{prefix}peak_memory_increase_bytes"] = peak - before if None not in (peak, before) else None

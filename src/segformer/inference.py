@@ -123,24 +123,30 @@ def slide_blocks(model: torch.nn.Module, crop: CropFn, size: Size, crop_size: Se
         images = logits.shape[0] // len(batch)
         for n, (i, j) in enumerate(batch):
             window = logits[n * images:(n + 1) * images]
-            y0, x0 = ys[i], xs[j]
-            for s in range(j, len(xs)):
-                if edges[s] >= x0 + win_w:
-                    break
-                a, b = edges[s], min(edges[s + 1], x0 + win_w)
-                rows = y0 + win_h - tops[s]
-                if acc[s] is None or acc[s].shape[2] < rows:  # grow strip s downwards with zeros
-                    old = acc[s]
-                    acc[s] = window.new_zeros(images, window.shape[1], rows, edges[s + 1] - edges[s])
-                    if old is not None:
-                        acc[s][:, :, :old.shape[2]] = old
-                acc[s][:, :, y0 - tops[s]:rows, :b - a] += window[:, :, :, a - x0:b - x0]
+            _accumulate(acc, tops, edges, window, ys[i], xs[j], j)
             final = ys[i + 1] if i + 1 < len(ys) else height  # strip j is final above this row
             a, b = edges[j], edges[j + 1]
             count = (row_count[tops[j]:final, None] * col_count[None, a:b]).to(window.device)
             yield tops[j], final, a, b, acc[j][:, :, :final - tops[j]] / count
             acc[j] = acc[j][:, :, final - tops[j]:].clone() if final < height else None
             tops[j] = final
+
+
+def _accumulate(acc: list[torch.Tensor | None], tops: list[int], edges: list[int], window: torch.Tensor, y0: int,
+                x0: int, first: int) -> None:
+    """Add one window's logits (at y0, x0) into the column strips it covers, from strip `first` on."""
+    win_h, win_w = window.shape[-2:]
+    for s in range(first, len(edges) - 1):
+        if edges[s] >= x0 + win_w:
+            break
+        a, b = edges[s], min(edges[s + 1], x0 + win_w)
+        rows = y0 + win_h - tops[s]
+        if acc[s] is None or acc[s].shape[2] < rows:  # grow strip s downwards with zeros
+            old = acc[s]
+            acc[s] = window.new_zeros(window.shape[0], window.shape[1], rows, edges[s + 1] - edges[s])
+            if old is not None:
+                acc[s][:, :, :old.shape[2]] = old
+        acc[s][:, :, y0 - tops[s]:rows, :b - a] += window[:, :, :, a - x0:b - x0]
 
 
 def slide(model: torch.nn.Module, x: torch.Tensor, crop_size: Sequence[int], stride: Sequence[int], *,

@@ -8,9 +8,10 @@ import torch
 
 from ..models.mit import MiTConfig
 from ..models.segmentor import SegFormerConfig
+from ..models.zoo import MIT_EPS
 from .keymap import KeyMap, merge_pairs, reverse_fuse_order, split_pairs
 
-EPS = dict(block_eps=1e-5, stage_eps=1e-5, patch_embed_eps=1e-5, sr_eps=1e-5)
+EPS = MIT_EPS["hf"]
 
 _BLOCK = "encoder.stages.{s}.blocks.{b}."
 LEGACY = KeyMap([

@@ -100,3 +100,9 @@ def write_safetensors(path: Path, state_dict: dict[str, torch.Tensor], metadata:
 
 def write_torch(path: Path, obj: dict, overwrite: bool) -> Path:
     return atomic_write(path, lambda tmp: torch.save(obj, tmp), overwrite)
+
+
+def class_names(meta: dict) -> list[str] | None:
+    """Class names where mmseg 1.x (meta.dataset_meta.classes) or mmseg 0.x / NVlabs (meta.CLASSES) keep them."""
+    names = meta.get("CLASSES") or (meta.get("dataset_meta") or {}).get("classes")
+    return [str(n) for n in names] if names else None

@@ -21,10 +21,10 @@ from ..models.pose import COCO_NUM_KEYPOINTS
 from ..models.segmentor import SegFormer, SegFormerConfig
 from ..models.setr import SETR
 from ..models.vit import VisionTransformer
-from ..models.zoo import ZOO, pose_overrides
+from ..models.zoo import ZOO, default_decoder_dim, pose_overrides
 from ..utils.io import atomic_dir, write_json
 from . import hf, mmpose, mmseg, nvlabs, setr_loader
-from .io import CHECKPOINT_SUFFIXES, read_checkpoint, write_safetensors, write_torch
+from .io import CHECKPOINT_SUFFIXES, class_names, read_checkpoint, write_safetensors, write_torch
 
 log = logging.getLogger(__name__)
 
@@ -86,11 +86,6 @@ def infer_config(sd: dict[str, torch.Tensor], eps: dict[str, float]) -> SegForme
         style = "mmseg" if "decode_head.convs.0.conv.weight" in sd else "hf"
         return SegFormerConfig(encoder=encoder, num_classes=cls.shape[0], decoder_style=style, decoder_dim=cls.shape[1])
     return SegFormerConfig(encoder=encoder)
-
-
-def _class_names(meta: dict) -> list[str] | None:
-    names = meta.get("CLASSES") or (meta.get("dataset_meta") or {}).get("classes")
-    return [str(n) for n in names] if names else None
 
 
 def _resolve(source: str | Path) -> tuple[Path, dict | None]:
@@ -192,7 +187,7 @@ def _config_of(native: dict, fmt: str, meta: dict, cfg_json: dict | None, weight
     config = infer_config(native, FORMATS[fmt].EPS)
     if fmt == "mmpose":  # the reference's heatmap head: no dropout
         config = dataclasses.replace(config, task="pose", decoder_dropout=0.0)
-    names = mmpose.keypoint_names(meta) if fmt == "mmpose" else _class_names(meta)
+    names = mmpose.keypoint_names(meta) if fmt == "mmpose" else class_names(meta)
     if names and len(names) == config.num_classes:
         config.class_names = names
     return config
@@ -273,8 +268,8 @@ def load_model(source: str | Path, **overrides) -> nn.Module:
     if fresh == ("decode_head.",):  # a new head: the zoo's defaults unless overridden
         if num_classes is None and (task or config.task) != config.task:
             num_classes = COCO_NUM_KEYPOINTS if task == "pose" else SegFormerConfig.num_classes
-        small = encoder_cfg.depths == (2, 2, 2, 2) or head.get("decoder_style", config.decoder_style) == "mmseg"
-        head.setdefault("decoder_dim", 256 if small else 768)
+        head.setdefault("decoder_dim", default_decoder_dim(encoder_cfg.depths,
+                                                           head.get("decoder_style", config.decoder_style)))
     config = dataclasses.replace(config, encoder=encoder_cfg, task=task or config.task,
                                  num_classes=num_classes or config.num_classes, **head)
     model = SegFormer(config)

@@ -8,9 +8,10 @@ from __future__ import annotations
 import torch
 
 from ..models.segmentor import SegFormerConfig
+from ..models.zoo import MIT_EPS
 from .keymap import KeyMap
 
-EPS = dict(block_eps=1e-6, stage_eps=1e-6, patch_embed_eps=1e-6, sr_eps=1e-6)
+EPS = MIT_EPS["mmseg"]
 
 _BLOCK = "encoder.stages.{s}.blocks.{b}."
 _LAYER = "layers.{S}.1.{b}."

@@ -7,9 +7,10 @@ from __future__ import annotations
 import torch
 
 from ..models.segmentor import SegFormerConfig
+from ..models.zoo import MIT_EPS
 from .keymap import KeyMap, reverse_fuse_order
 
-EPS = dict(block_eps=1e-6, stage_eps=1e-6, patch_embed_eps=1e-5, sr_eps=1e-5)
+EPS = MIT_EPS["nvlabs"]
 
 _BLOCK = "encoder.stages.{s}.blocks.{b}."
 KEYS = KeyMap([

@@ -15,6 +15,7 @@ from ..models.setr import SETR, SETRConfig, setr_config
 from ..models.vit import VisionTransformer, ViTConfig, resize_pos_embed, square_grid
 from ..models.zoo import ZOO, model_config
 from . import setr_mmseg, timm_vit
+from .io import class_names
 
 OURS_MARK = "encoder.blocks.0.attn.qkv.weight"
 HEAD_PREFIXES = ("neck.", "decode_head.", "aux_heads.")
@@ -73,9 +74,9 @@ def read(sd: dict[str, torch.Tensor], meta: dict, cfg_json: dict | None, source:
                          f"file next to the config.json that save_pretrained wrote")
     else:
         config = infer_config(native)
-        names = meta.get("CLASSES") or (meta.get("dataset_meta") or {}).get("classes")
+        names = class_names(meta)
         if names and len(names) == config.num_classes:
-            config.class_names = [str(n) for n in names]
+            config.class_names = names
     return native, config, any(k.startswith(HEAD_PREFIXES) for k in native)
 
 

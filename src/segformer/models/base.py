@@ -142,6 +142,20 @@ class SegmentationModel(nn.Module):
         return _SAVER[0](self, directory, overwrite=overwrite)
 
 
+def split_overrides(overrides: dict, config_class: type, encoder_class: type, what: str,
+                    extra: tuple[str, ...] = ()) -> tuple[dict, dict]:
+    """(encoder fields, head fields) of `overrides` that name fields of `encoder_class` / `config_class` (not
+    its `encoder`); any other name raises "<what> [names]; accepted: <extra>, <fields>"."""
+    enc_fields = {f.name for f in dataclasses.fields(encoder_class)}
+    head_fields = {f.name for f in dataclasses.fields(config_class)} - {"encoder"}
+    unknown = set(overrides) - enc_fields - head_fields
+    if unknown:
+        accepted = ", ".join([*extra, *sorted(enc_fields | head_fields)])
+        raise ValueError(f"{what} {sorted(unknown)}; accepted: {accepted}")
+    return ({k: v for k, v in overrides.items() if k in enc_fields},
+            {k: v for k, v in overrides.items() if k in head_fields})
+
+
 def register_saver(save: Callable[..., Path]) -> None:
     """Called once by `segformer.checkpoints`: the writer behind `SegmentationModel.save_pretrained`."""
     _SAVER[:] = [save]

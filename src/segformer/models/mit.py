@@ -33,7 +33,8 @@ class MiTConfig:
     drop_rate: float = 0.0
     attn_drop_rate: float = 0.0
     drop_path_rate: float = 0.1
-    # LayerNorm eps differs between the references (see DESIGN.md 4); each checkpoint format sets its own.
+    # LayerNorm eps differs between the references (HF 1e-5 everywhere; NVlabs 1e-6 in blocks and stage norms;
+    # mmseg 1e-6 everywhere: `zoo.MIT_EPS`); each checkpoint format sets its own.
     # Defaults are HF's (1e-5 everywhere), so a model trained here exports to transformers exactly.
     block_eps: float = 1e-5  # norm1/norm2 in every block
     stage_eps: float = 1e-5  # the norm that ends each stage
@@ -101,8 +102,8 @@ class EfficientSelfAttention(nn.Module):
         if sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
             self.norm = nn.LayerNorm(dim, eps=sr_eps)
-        # SegFormer++ token merging (models/token_merging.py) plugs in here; None = off.
-        self.token_merging = None
+        # SegFormer++ token merging (token_merging.StageTokenMerging, a child module) plugs in here; None = off.
+        self.token_merging: nn.Module | None = None
 
     def reduce(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """The key/value sequence: x itself, or LN(Conv_sr(x)) when sr_ratio > 1."""

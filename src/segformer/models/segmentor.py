@@ -15,10 +15,10 @@ from .decoders import ClassificationHead, MLPDecoder, MMSegMLPDecoder, init_deco
 from .mit import MiTConfig, MixTransformer
 from .pose import init_pose_head
 from .token_merging import (
+    HalfResolution,
     TokenMergingConfig,
     TokenMergingSpec,
     apply_token_merging,
-    downsample_input,
     resolve_token_merging,
 )
 
@@ -73,17 +73,16 @@ class SegFormer(SegmentationModel):
         self.config = config = config or SegFormerConfig()
         self.encoder = MixTransformer(config.encoder)
         self.decode_head = build_head(config)
+        self.input_resize: nn.Module = nn.Identity()  # HalfResolution under the "downsample" strategy
         self.token_merging: TokenMergingConfig | None = None
         if config.token_merging is not None:
             self.set_token_merging(config.token_merging)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        if self.token_merging is None or not self.token_merging.downsample:
-            return self.decode_head(self.encoder(pixel_values))
-        logits = self.decode_head(self.encoder(downsample_input(pixel_values)))
-        if logits.ndim == 4:  # keep the documented (H/4, W/4) output size
-            logits = F.interpolate(logits, size=self._stage1_size(*pixel_values.shape[-2:]), mode="bilinear",
-                                   align_corners=False)
+        logits = self.decode_head(self.encoder(self.input_resize(pixel_values)))
+        size = self._stage1_size(*pixel_values.shape[-2:])
+        if logits.ndim == 4 and tuple(logits.shape[-2:]) != size:  # a resized input: back to (H/4, W/4)
+            logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
         return logits
 
     def set_token_merging(self, strategy: TokenMergingSpec) -> None:
@@ -94,6 +93,7 @@ class SegFormer(SegmentationModel):
         """
         merging = resolve_token_merging(strategy)
         apply_token_merging(self.encoder, merging)
+        self.input_resize = HalfResolution() if merging is not None and merging.downsample else nn.Identity()
         self.token_merging = merging
         value = merging.to_config_value() if merging is not None else None
         self.config = dataclasses.replace(self.config, token_merging=value)

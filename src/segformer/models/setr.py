@@ -1,12 +1,11 @@
 """SETR = ViT encoder + a Naive, PUP or MLA decoder (+ auxiliary heads for training), from one dataclass config.
 
 The presets reproduce MMSegmentation 1.2.2's SETR configs (`configs/setr/*`): ViT-L/16, LayerNorm eps 1e-6,
-SyncBN as BatchNorm, no dropout, auxiliary losses weighted 0.4 (DESIGN.md section 5).
+SyncBN as BatchNorm, no dropout, auxiliary losses weighted 0.4.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -15,30 +14,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from .base import ModelConfig, SegmentationModel
+from .base import ModelConfig, SegmentationModel, split_overrides
 from .setr_decoders import FCNHead, MLANeck, SETRMLAHead, SETRUPHead
 from .vit import VisionTransformer, ViTConfig
 
 DECODERS = ("naive", "pup", "mla")
 DATASETS = {"ade20k": (512, 150), "cityscapes": (768, 19)}  # training crop, classes
-
-_URL = "https://download.openmmlab.com/mmsegmentation/v0.5/setr/"
-# MMSegmentation's trained SETR checkpoints (not on the HF hub): download one, then `segformer.load_model(file)`.
-MMSEG_WEIGHTS = {
-    ("naive", "ade20k"): _URL + "setr_naive_512x512_160k_b16_ade20k/"
-                                "setr_naive_512x512_160k_b16_ade20k_20210619_191258-061f24f5.pth",
-    ("pup", "ade20k"): _URL + "setr_pup_512x512_160k_b16_ade20k/"
-                              "setr_pup_512x512_160k_b16_ade20k_20210619_191343-7e0ce826.pth",
-    ("mla", "ade20k"): _URL + "setr_mla_512x512_160k_b16_ade20k/"
-                              "setr_mla_512x512_160k_b16_ade20k_20210619_191057-f9741de7.pth",
-    ("naive", "cityscapes"): _URL + "setr_naive_vit-large_8x1_768x768_80k_cityscapes/"
-                                    "setr_naive_vit-large_8x1_768x768_80k_cityscapes_20211123_000505-20728e80.pth",
-    ("pup", "cityscapes"): _URL + "setr_pup_vit-large_8x1_768x768_80k_cityscapes/"
-                                  "setr_pup_vit-large_8x1_768x768_80k_cityscapes_20211122_155115-f6f37b8f.pth",
-    ("mla", "cityscapes"): _URL + "setr_mla_vit-large_8x1_768x768_80k_cityscapes/"
-                                  "setr_mla_vit-large_8x1_768x768_80k_cityscapes_20211119_101003-7f8dccbe.pth",
-}
-
 
 @dataclass
 class SETRConfig(ModelConfig):
@@ -97,13 +78,8 @@ def setr_config(decoder: str, dataset: str = "ade20k", **overrides) -> SETRConfi
         raise ValueError(f"unknown SETR decoder {decoder!r}; accepted: {', '.join(DECODERS)}")
     if dataset not in DATASETS:
         raise ValueError(f"unknown SETR preset dataset {dataset!r}; accepted: {', '.join(DATASETS)}")
-    enc_fields = {f.name for f in dataclasses.fields(ViTConfig)}
-    head_fields = {f.name for f in dataclasses.fields(SETRConfig)} - {"encoder"}
-    unknown = set(overrides) - enc_fields - head_fields
-    if unknown:
-        raise ValueError(f"unknown SETR argument(s) {sorted(unknown)}; accepted: {sorted(enc_fields | head_fields)}")
+    enc, head_overrides = split_overrides(overrides, SETRConfig, ViTConfig, "unknown SETR argument(s)")
     size, classes = DATASETS[dataset]
-    enc = {k: v for k, v in overrides.items() if k in enc_fields}
     enc.setdefault("img_size", (size, size))
     enc.setdefault("with_cls_token", decoder != "mla")
     enc.setdefault("out_indices", default_out_indices(decoder, enc.get("depth", 24)))
@@ -115,7 +91,7 @@ def setr_config(decoder: str, dataset: str = "ade20k", **overrides) -> SETRConfi
                     up_scale=4 if decoder == "naive" else 2, aux_indices=tuple(range(len(enc["out_indices"]) - 1)),
                     aux_kernel_size=1 if decoder == "naive" else 3,
                     aux_num_convs=1 if (decoder, dataset) == ("naive", "cityscapes") else 2)
-    head.update({k: v for k, v in overrides.items() if k in head_fields})
+    head.update(head_overrides)
     return SETRConfig(encoder=ViTConfig(**enc), **head)
 
 
@@ -194,4 +170,4 @@ def _build_heads(config: SETRConfig) -> tuple[nn.Module, nn.ModuleList]:
     return head, nn.ModuleList(aux)
 
 
-__all__ = ["SETRConfig", "SETR", "setr_config", "default_out_indices", "DECODERS", "DATASETS", "MMSEG_WEIGHTS"]
+__all__ = ["SETRConfig", "SETR", "setr_config", "default_out_indices", "DECODERS", "DATASETS"]

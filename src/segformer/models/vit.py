@@ -181,7 +181,10 @@ class VisionTransformer(nn.Module):
         return (self.config.embed_dim,) * len(self.config.out_indices)
 
     def reset_parameters(self) -> None:
-        """Init as timm's / mmseg's ViT: trunc-normal 0.02 for pos_embed, cls_token and Linear weights."""
+        """Init as timm's / mmseg's ViT: trunc-normal 0.02 for pos_embed, cls_token and Linear weights. Skipped on
+        the meta device (a ViT built there is filled from a checkpoint; meta random inits cost seconds)."""
+        if self.pos_embed.is_meta:
+            return
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         for m in self.modules():

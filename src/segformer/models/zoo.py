@@ -1,15 +1,41 @@
-"""Named variants: one table from a name to a config (and, for presets, a hub id)."""
+"""Named variants: one table from a name to a config and, beside each, where its published weights are (a hub id
+or a download URL), as timm's `default_cfgs`; also the facts about the reference implementations' checkpoints
+that a config needs (LayerNorm eps per reference, the default decoder width)."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
+from .base import split_overrides
 from .mit import MIT_VARIANTS, MiTConfig, mit_config
 from .pose import POSE_DECODER_DIM
 from .segmentor import SegFormer, SegFormerConfig
-from .setr import DATASETS, DECODERS, MMSEG_WEIGHTS, SETR, SETRConfig, setr_config
+from .setr import DATASETS, DECODERS, SETR, SETRConfig, setr_config
 from .token_merging import TokenMergingSpec
+
+# MiT LayerNorm eps of each reference's checkpoints: transformers uses 1e-5 everywhere (PyTorch's default); the
+# NVlabs code 1e-6 in blocks and stage norms but PyTorch's 1e-5 in patch-embedding and sequence-reduction norms;
+# MMSegmentation 1e-6 everywhere. A checkpoint is run with its reference's eps.
+MIT_EPS = {
+    "hf": dict(block_eps=1e-5, stage_eps=1e-5, patch_embed_eps=1e-5, sr_eps=1e-5),
+    "nvlabs": dict(block_eps=1e-6, stage_eps=1e-6, patch_embed_eps=1e-5, sr_eps=1e-5),
+    "mmseg": dict(block_eps=1e-6, stage_eps=1e-6, patch_embed_eps=1e-6, sr_eps=1e-6),
+}
+MIT_EPS["mmpose"] = MIT_EPS["mmseg"]  # the SegFormer++ MMPose backbone is mmseg's MiT
+_SETR_URL = "https://download.openmmlab.com/mmsegmentation/v0.5/setr/"
+# MMSegmentation's trained SETR checkpoints (not on the HF hub): download one, then `segformer.load_model(file)`.
+_SETR_WEIGHTS = {
+    ("naive", "ade20k"): "setr_naive_512x512_160k_b16_ade20k/setr_naive_512x512_160k_b16_ade20k_20210619_191258-"
+                         "061f24f5.pth",
+    ("pup", "ade20k"): "setr_pup_512x512_160k_b16_ade20k/setr_pup_512x512_160k_b16_ade20k_20210619_191343-7e0ce826.pth",
+    ("mla", "ade20k"): "setr_mla_512x512_160k_b16_ade20k/setr_mla_512x512_160k_b16_ade20k_20210619_191057-f9741de7.pth",
+    ("naive", "cityscapes"): "setr_naive_vit-large_8x1_768x768_80k_cityscapes/"
+                             "setr_naive_vit-large_8x1_768x768_80k_cityscapes_20211123_000505-20728e80.pth",
+    ("pup", "cityscapes"): "setr_pup_vit-large_8x1_768x768_80k_cityscapes/"
+                           "setr_pup_vit-large_8x1_768x768_80k_cityscapes_20211122_155115-f6f37b8f.pth",
+    ("mla", "cityscapes"): "setr_mla_vit-large_8x1_768x768_80k_cityscapes/"
+                           "setr_mla_vit-large_8x1_768x768_80k_cityscapes_20211119_101003-7f8dccbe.pth",
+}
 
 
 @dataclass(frozen=True)
@@ -22,11 +48,13 @@ class ZooEntry:
     description: str = ""
     arch: str = "segformer"  # "segformer" | "setr" (then variant is the decoder: "naive", "pup", "mla")
     dataset: str = ""  # SETR: the mmseg recipe ("ade20k", "cityscapes") that fixes crop size and aux heads
+    url: str | None = None  # published weights that are not on the hub (SETR: MMSegmentation's download)
 
 
-def _decoder_dim(variant: str, style: str) -> int:
-    # HF/NVlabs: 256 for B0/B1, 768 for B2-B5; mmseg's SegformerHead uses 256 everywhere.
-    return 256 if style == "mmseg" or variant in ("b0", "b1") else 768
+def default_decoder_dim(depths: tuple[int, ...], style: str) -> int:
+    """HF/NVlabs: 256 for B0/B1 (the two MiTs of depths (2, 2, 2, 2)), 768 for B2-B5; mmseg's SegformerHead uses
+    256 everywhere."""
+    return 256 if style == "mmseg" or tuple(depths) == (2, 2, 2, 2) else 768
 
 
 def _entries() -> dict[str, ZooEntry]:
@@ -57,9 +85,10 @@ def _setr_entries() -> dict[str, ZooEntry]:
                                     description=f"{label}, ADE20K 512x512 config, random init")
         for dataset, tag in (("ade20k", "ade-512"), ("cityscapes", "cityscapes-768")):
             size, classes = DATASETS[dataset]
+            url = _SETR_URL + _SETR_WEIGHTS[d, dataset]
             out[f"setr-{d}-{tag}"] = ZooEntry(
                 f"setr-{d}-{tag}", d, classes, arch="setr", dataset=dataset,
-                description=f"{label}, {dataset} {size}x{size} config; mmseg weights: {MMSEG_WEIGHTS[d, dataset]}")
+                description=f"{label}, {dataset} {size}x{size} config; mmseg weights: {url}", url=url)
     return out
 
 
@@ -84,18 +113,11 @@ def model_config(name: str, **overrides) -> SegFormerConfig | SETRConfig:
     if entry.arch == "setr":
         return setr_config(entry.variant, entry.dataset, **{"name": name, **overrides})
     overrides = pose_overrides(entry.task, overrides)
-    head_fields = {f.name for f in dataclasses.fields(SegFormerConfig)} - {"encoder"}
-    enc_fields = {f.name for f in dataclasses.fields(MiTConfig)}
-    unknown = set(overrides) - head_fields - enc_fields
-    if unknown:
-        raise ValueError(f"create_model({name!r}): unknown argument(s) {sorted(unknown)}; "
-                         f"accepted: {sorted(head_fields | enc_fields)}")
-    enc = {k: v for k, v in overrides.items() if k in enc_fields}
-    head = {k: v for k, v in overrides.items() if k in head_fields}
+    enc, head = split_overrides(overrides, SegFormerConfig, MiTConfig, f"create_model({name!r}): unknown argument(s)")
     style = head.get("decoder_style", "hf")
-    if style == "mmseg":  # mmseg's MiT uses LayerNorm eps 1e-6 everywhere
-        enc = {**dict(block_eps=1e-6, stage_eps=1e-6, patch_embed_eps=1e-6, sr_eps=1e-6), **enc}
-    head.setdefault("decoder_dim", _decoder_dim(entry.variant, style))
+    if style == "mmseg":  # an mmseg-style model runs with mmseg's eps
+        enc = {**MIT_EPS["mmseg"], **enc}
+    head.setdefault("decoder_dim", default_decoder_dim(mit_config(entry.variant).depths, style))
     head.setdefault("num_classes", entry.num_classes)
     head.setdefault("task", entry.task)
     head.setdefault("name", name)

@@ -15,12 +15,13 @@ import logging
 import os
 import platform
 import statistics
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 from torch import nn
+
+from ..utils import timing
 
 logger = logging.getLogger(__name__)
 CACHE_ENV = "SEGFORMER_CACHE_DIR"
@@ -101,11 +102,5 @@ def store(key: str, value: dict) -> None:
 
 def time_interleaved(candidates: dict[str, Callable[[], object]], runs: int = 3, warmup: int = 1) -> dict[str, float]:
     """Median seconds per call of each candidate, run round by round after `warmup` rounds."""
-    times: dict[str, list[float]] = {k: [] for k in candidates}
-    for round_ in range(warmup + runs):
-        for name, fn in candidates.items():
-            start = time.perf_counter()
-            fn()
-            if round_ >= warmup:
-                times[name].append(time.perf_counter() - start)
+    times = timing.time_interleaved(candidates, runs=runs, warmup=warmup)
     return {k: statistics.median(v) for k, v in times.items()}

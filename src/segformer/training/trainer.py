@@ -133,21 +133,7 @@ class Trainer:
         torch.manual_seed(config.seed)
         random.seed(config.seed)
         np.random.seed(config.seed)
-        if model is None:
-            saved = (self.checkpoint or {}).get("model_config")
-            model = model_from_config(saved) if saved else build_model(config)
-        if isinstance(model, SegmentationModel):
-            if model.config.num_classes != train_set.num_classes:
-                raise ValueError(f"the model predicts {model.config.num_classes} classes but the training data has "
-                                 f"{train_set.num_classes}")
-            model.config = dataclasses.replace(model.config, class_names=list(train_set.class_names))
-        self.core = model.to(self.device)
-        if world > 1:
-            self.core = ddp.convert_sync_batchnorm(self.core, self.device)
-            self.model = nn.parallel.DistributedDataParallel(
-                TrainingForward(self.core), device_ids=[self.device] if self.device.type == "cuda" else None)
-        else:
-            self.model = TrainingForward(self.core)
+        self._place_model(model, train_set)
         self.optimizer = build_optimizer(self.core, config)
         self.schedule = build_schedule(self.optimizer, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
@@ -161,6 +147,25 @@ class Trainer:
                                    start=self.start * config.grad_accum, pin_memory=self.device.type == "cuda",
                                    transform=pose_transform(config, train_set) if self.pose else None)
         ddp.barrier()  # every process has checked the run directory before rank 0 writes to it
+
+    def _place_model(self, model: nn.Module | None, train_set) -> None:
+        """`self.core` (the model, on the device, named for the data's classes) and `self.model` (what training
+        calls: its forward with auxiliary outputs, under DistributedDataParallel with several processes)."""
+        if model is None:
+            saved = (self.checkpoint or {}).get("model_config")
+            model = model_from_config(saved) if saved else build_model(self.config)
+        if isinstance(model, SegmentationModel):
+            if model.config.num_classes != train_set.num_classes:
+                raise ValueError(f"the model predicts {model.config.num_classes} classes but the training data has "
+                                 f"{train_set.num_classes}")
+            model.config = dataclasses.replace(model.config, class_names=list(train_set.class_names))
+        self.core = model.to(self.device)
+        if self.dist.world_size > 1:
+            self.core = ddp.convert_sync_batchnorm(self.core, self.device)
+            self.model = nn.parallel.DistributedDataParallel(
+                TrainingForward(self.core), device_ids=[self.device] if self.device.type == "cuda" else None)
+        else:
+            self.model = TrainingForward(self.core)
 
     # ---------------------------------------------------------------- resume
     def _check_resumed_config(self, path: Path) -> None:
