@@ -62,8 +62,9 @@ CITYSCAPES_PALETTE = (
 
 DATASETS = {"ade20k": (ADE20K_CLASSES, ADE20K_PALETTE), "cityscapes": (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE),
             "coco_stuff": (cl.COCO_STUFF_CLASSES, cl.COCO_STUFF_PALETTE),
-            "pascal_context": (cl.PASCAL_CONTEXT_CLASSES, cl.PASCAL_CONTEXT_PALETTE),
-            "pascal_context_59": (cl.PASCAL_CONTEXT59_CLASSES, cl.PASCAL_CONTEXT59_PALETTE),
+            # mmseg's Pascal Context palettes are ADE20K's first 60 colours (59 classes: without the first)
+            "pascal_context": (cl.PASCAL_CONTEXT_CLASSES, ADE20K_PALETTE[:60]),
+            "pascal_context_59": (cl.PASCAL_CONTEXT59_CLASSES, ADE20K_PALETTE[1:60]),
             "voc": (cl.VOC_CLASSES, cl.VOC_PALETTE)}
 
 
