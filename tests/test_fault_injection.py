@@ -62,8 +62,8 @@ def writer(f):
         return f(path, cut, *a, **k)
     return atomic_write
 hook(checkpoint, "atomic_write", writer)
-hook(trainer, "atomic_write_text", lambda f: lambda path, text: f(path, text) if Path(path).name != "metrics.json"
-     else (event("writing metrics.json"), f(path, text))[1])
+hook(trainer, "write_json", lambda f: lambda path, *a, **k: f(path, *a, **k) if Path(path).name != "metrics.json"
+     else (event("writing metrics.json"), f(path, *a, **k))[1])
 hook(loader, "write_json", lambda f: lambda path, *a, **k: (event("writing final/"), f(path, *a, **k))[1])
 trainer.save_plots = lambda run_dir: None  # matplotlib is slow, and the plots are not compared
 
