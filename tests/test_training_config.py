@@ -99,3 +99,41 @@ def test_cli_errors_name_the_root_and_class_count(tmp_path, capsys):
     assert cli.main(["train", "--data", str(data)]) == 2
     assert "out: no run directory given" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()  # nothing written for a refused run
+
+
+# ---------------------------------------------------------------- run-length-aware defaults (issue 14)
+def test_unset_schedule_keys_follow_the_run_length():
+    from segformer.training.config import resolve_run_length, usable_cpus
+
+    short = resolve_run_length(TrainConfig(iters=600))
+    assert (short.warmup_iters, short.eval_interval, short.checkpoint_interval) == (30, 120, 120)
+    assert short.num_workers == min(8, usable_cpus())
+    long = resolve_run_length(TrainConfig())  # the 160k ADE20K schedule keeps its numbers
+    assert (long.warmup_iters, long.eval_interval, long.checkpoint_interval) == (1500, 16000, 16000)
+    given = resolve_run_length(TrainConfig(iters=600, warmup_iters=0, eval_interval=0, num_workers=0))
+    assert (given.warmup_iters, given.eval_interval, given.checkpoint_interval, given.num_workers) == (0, 0, 600, 0)
+    assert resolve_run_length(TrainConfig(iters=3)).eval_interval == 1
+
+
+def test_a_warm_up_over_a_tenth_of_the_run_warns(caplog):
+    from segformer.training.config import resolve_run_length
+
+    with caplog.at_level("WARNING", logger="segformer.training.config"):
+        resolve_run_length(TrainConfig(iters=600, warmup_iters=60))
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="segformer.training.config"):
+        resolve_run_length(TrainConfig(iters=600, warmup_iters=1500))
+    assert "warmup_iters=1500 is more than a tenth of the 600-step run" in caplog.text
+
+
+def test_every_key_is_listed_with_its_meaning_by_the_cli_and_the_readme(capsys):
+    from segformer.training.config import KEY_HELP
+
+    assert sorted(KEY_HELP) == sorted(FIELDS)
+    assert cli.main(["train", "--list-keys"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in lines[1:]] == list(FIELDS)
+    assert "warmup_iters         null" in "\n".join(lines)
+    readme = (ROOT / "README.md").read_text()
+    missing = [k for k in FIELDS if f"| `{k}` |" not in readme]
+    assert not missing, f"README's key table lacks {missing}"

@@ -32,7 +32,26 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="continue exactly from the newest checkpoint in --out (or from CHECKPOINT)")
     p.add_argument("--overwrite", action="store_true",
                    help="start over in an --out that holds a run (its run files are deleted; other files stay)")
+    p.add_argument("--list-keys", action="store_true",
+                   help="list every config key (--set KEY=VALUE, recipe YAML) with its default and meaning, and exit")
     p.set_defaults(func=_run_train)
+
+
+def _list_keys() -> str:
+    """Every TrainConfig key, its default (null: resolved at run time) and what it means."""
+    import dataclasses
+
+    from ..training.config import KEY_HELP, TrainConfig
+
+    rows = []
+    for f in dataclasses.fields(TrainConfig):
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        default = list(default) if isinstance(default, tuple) else default
+        rows.append((f.name, "null" if default is None else str(default), KEY_HELP[f.name]))
+    key_w, def_w = (max(len(r[i]) for r in rows) for i in (0, 1))
+    lines = [f"{'key':{key_w}s}  {'default':{def_w}s}  meaning"]
+    lines += [f"{k:{key_w}s}  {d:{def_w}s}  {m}" for k, d, m in rows]
+    return "\n".join(lines)
 
 
 def _run_train(args: argparse.Namespace) -> int:
@@ -48,6 +67,9 @@ def _run_train(args: argparse.Namespace) -> int:
         def emit(self, record: logging.LogRecord) -> None:
             tqdm.write(self.format(record), file=sys.stderr)
 
+    if args.list_keys:
+        print(_list_keys())
+        return 0
     main_rank = launch_env()[0] == 0
     handler = TqdmHandler()
     handler.setFormatter(logging.Formatter("segformer train: %(message)s"))

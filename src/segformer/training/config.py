@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +26,8 @@ OPTIMIZERS = ("adamw", "sgd")
 AMP_MODES = ("none", "bf16", "fp16")
 NO_DECAY_RULES = ("model", "mmseg", "none")
 EVAL_MODES = ("whole", "slide")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -49,7 +53,7 @@ class TrainConfig:
     # evaluation's flip test (heatmaps of the mirrored crop averaged in, shift_heatmap=True)
     sigma: float = 2.0
     flip_test: bool = True
-    num_workers: int = 4
+    num_workers: int | None = None  # None: the CPUs this process may use, at most 8
     # Optimisation (iteration based)
     iters: int = 160000
     epochs: int | None = None  # if set, iters = epochs x (training samples // batch_size) (the pose recipes)
@@ -62,7 +66,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)  # AdamW
     head_lr_mult: float = 10.0  # decode and auxiliary heads
     no_decay: str = "model"  # "model": the model's no_weight_decay(); "mmseg": mmseg's name rules; "none"
-    warmup_iters: int = 1500  # linear warm-up from lr x warmup_ratio
+    warmup_iters: int | None = None  # linear warm-up from lr x warmup_ratio; None: 5% of iters, at most 1500
     warmup_ratio: float = 1e-6
     power: float = 1.0  # poly decay to min_lr at `iters`
     min_lr: float = 0.0
@@ -70,12 +74,12 @@ class TrainConfig:
     class_weights: list[float] | None = None  # cross-entropy weight per class
     amp: str = "none"  # "none" | "bf16" (CPU or GPU) | "fp16" (GPU, with a gradient scaler)
     # Evaluation, logging, checkpoints
-    eval_interval: int = 16000  # 0: only at the end
+    eval_interval: int | None = None  # 0: only at the end; None: iters / 5, at most 16000
     eval_mode: str = "whole"  # "whole" | "slide"
     eval_crop: tuple[int, int] | None = None  # slide window; None: crop_size
     eval_stride: tuple[int, int] | None = None  # None: 2/3 of the window
     log_interval: int = 50
-    checkpoint_interval: int = 16000
+    checkpoint_interval: int | None = None  # None: as eval_interval (iters at least)
     keep_checkpoints: int = 3  # the newest N; 0 keeps all
     seed: int = 0
     device: str | None = None  # None: cuda if available, else cpu
@@ -91,10 +95,10 @@ class TrainConfig:
         _choice("no_decay", self.no_decay, NO_DECAY_RULES)
         _choice("eval_mode", self.eval_mode, EVAL_MODES)
         for name in ("iters", "batch_size", "grad_accum", "log_interval", "checkpoint_interval"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("num_workers", "eval_interval", "keep_checkpoints", "warmup_iters"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) is not None and getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("crop_size", "scale", "eval_crop", "eval_stride"):
             value = getattr(self, name)
@@ -111,6 +115,78 @@ class TrainConfig:
     def to_dict(self) -> dict:
         """Plain YAML-able values (tuples as lists)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+# What each key means: `segformer train --list-keys` and the README list these.
+KEY_HELP = {
+    "model": "zoo name, e.g. segformer-b0, setr-pup (`segformer models`)",
+    "model_args": "create_model overrides, e.g. {decoder_style: mmseg, drop_path_rate: 0.1}",
+    "pretrained": "encoder (e.g. nvidia/mit-b0) or full model: hub id, directory or file; null: random weights",
+    "data": "dataset root: ADE20K, Cityscapes or folder layout (images/<split>/, masks/<split>/, classes.txt)",
+    "train_split": "split trained on",
+    "val_split": "split evaluated on",
+    "num_classes": "class count; null: the dataset's (classes.txt for a folder)",
+    "crop_size": "training crop [h, w]; smaller images are padded (image 0, label 255)",
+    "scale": "[long, short] bound of the training RandomResize and the test Resize; null: the dataset's "
+             "(ADE20K [2048, 512], Cityscapes [2048, 1024], a folder [4 x crop, crop])",
+    "ratio_range": "RandomResize factors applied to scale",
+    "cat_max_ratio": "a crop is redrawn (up to 10 times) while one class covers more than this share",
+    "flip_prob": "horizontal flip probability",
+    "photometric": "mmseg's PhotoMetricDistortion (brightness, contrast, saturation, hue)",
+    "num_workers": "data loading processes; null: the CPUs this process may use, at most 8",
+    "iters": "optimiser steps",
+    "batch_size": "global batch: summed over processes and accumulation steps",
+    "grad_accum": "micro-batches accumulated per optimiser step",
+    "optimizer": "adamw or sgd",
+    "lr": "base learning rate (heads: x head_lr_mult)",
+    "weight_decay": "decoupled (AdamW) or L2 (SGD) weight decay",
+    "momentum": "SGD momentum",
+    "betas": "AdamW betas",
+    "head_lr_mult": "learning-rate multiplier of the decode and auxiliary heads",
+    "no_decay": "which parameters skip weight decay: model (its no_weight_decay()), mmseg (name rules), none",
+    "warmup_iters": "linear warm-up steps; null: 5% of iters, at most 1500 (a warning when above 10%)",
+    "warmup_ratio": "warm-up starts at lr x this",
+    "power": "poly decay exponent (1: linear to min_lr at iters)",
+    "min_lr": "learning rate reached at the last step",
+    "clip_grad": "max global gradient norm; null: no clipping",
+    "class_weights": "cross-entropy weight per class; null: equal",
+    "amp": "none, bf16 (CPU or GPU) or fp16 (GPU, with a gradient scaler)",
+    "eval_interval": "evaluate every N steps (0: only at the end); null: iters / 5, at most 16000",
+    "eval_mode": "whole (one pass per image) or slide (eval_crop windows at eval_stride)",
+    "eval_crop": "slide window [h, w]; null: crop_size",
+    "eval_stride": "slide stride [h, w]; null: 2/3 of the window",
+    "log_interval": "write the mean loss, lr and speed to log.jsonl every N steps",
+    "checkpoint_interval": "write checkpoints/iter_N.pt every N steps; null: as eval_interval (iters when that is 0)",
+    "keep_checkpoints": "keep the newest N checkpoints; 0 keeps all",
+    "seed": "seed of weights, data order and augmentation",
+    "device": "cpu, cuda, cuda:1, ...; null: cuda if available, else cpu",
+    "out": "run directory",
+    "progress": "show progress bars",
+}
+
+MAX_WARMUP, MAX_INTERVAL = 1500, 16000  # the ADE20K 160k schedule's values, reached from 30k / 80k iterations
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def resolve_run_length(config: TrainConfig) -> TrainConfig:
+    """`config` with the keys left null set from the run length and the machine: warm-up 5% of the run (at most
+    1500), evaluation every fifth of it (at most 16000), checkpoints as evaluations, workers = usable CPUs (at
+    most 8). A 600-step run thus warms up for 30 steps and evaluates at 120, 240, ... instead of never leaving
+    the 160k schedule's 1500-step warm-up."""
+    warmup = config.warmup_iters if config.warmup_iters is not None else min(MAX_WARMUP, -(-config.iters // 20))
+    interval = config.eval_interval if config.eval_interval is not None else min(MAX_INTERVAL,
+                                                                                 max(1, config.iters // 5))
+    checkpoint = config.checkpoint_interval or (interval or config.iters)
+    workers = config.num_workers if config.num_workers is not None else min(8, usable_cpus())
+    if warmup > config.iters / 10:
+        logger.warning("warmup_iters=%d is more than a tenth of the %d-step run: the learning rate stays below lr "
+                       "for much of it (leave warmup_iters unset for 5%% of the run)", warmup, config.iters)
+    return dataclasses.replace(config, warmup_iters=warmup, eval_interval=interval, checkpoint_interval=checkpoint,
+                               num_workers=workers)
 
 
 def _choice(name: str, value: str, accepted: tuple[str, ...]) -> None:

@@ -43,7 +43,7 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .config import TrainConfig, save_config
+from .config import TrainConfig, resolve_run_length, save_config
 from .data import check_files, default_scale, open_datasets, train_loader
 from .losses import SegmentationLoss, TrainingForward
 from .optim import build_optimizer, build_schedule
@@ -66,15 +66,16 @@ class NonFiniteLossError(RuntimeError):
 
 
 def resolve_config(config: TrainConfig, train_set) -> TrainConfig:
-    """`config` with what the data decides filled in: class count, resize scale, slide window, and the
-    iterations of `epochs` epochs."""
+    """`config` with what the data and the run length decide filled in: class count, resize scale, slide
+    window, the iterations of `epochs` epochs, then warm-up, evaluation / checkpoint intervals and workers
+    (`resolve_run_length`)."""
     scale = config.scale or default_scale(train_set, config.crop_size)
     crop = config.eval_crop or config.crop_size
     stride = config.eval_stride or (tuple(max(1, 2 * c // 3) for c in crop) if config.eval_mode == "slide" else None)
     iters = config.epochs * max(1, len(train_set) // config.batch_size) if config.epochs else config.iters
-    return dataclasses.replace(config, num_classes=train_set.num_classes, scale=scale, iters=iters,
-                               eval_crop=crop if config.eval_mode == "slide" else config.eval_crop,
-                               eval_stride=stride)
+    return resolve_run_length(dataclasses.replace(
+        config, num_classes=train_set.num_classes, scale=scale, iters=iters,
+        eval_crop=crop if config.eval_mode == "slide" else config.eval_crop, eval_stride=stride))
 
 
 def _check_run_dir(config: TrainConfig, resume, overwrite: bool) -> Path:
@@ -146,7 +147,22 @@ class Trainer:
         self.loader = train_loader(train_set, config, self.micro_batch, self.dist.rank, world,
                                    start=self.start * config.grad_accum, pin_memory=self.device.type == "cuda",
                                    transform=pose_transform(config, train_set) if self.pose else None)
+        if self.dist.is_main:
+            log.info("%s", self.describe())
         ddp.barrier()  # every process has checked the run directory before rank 0 writes to it
+
+    def describe(self) -> str:
+        """The resolved settings that shape the run, in one line (logged at start)."""
+        c = self.config
+        window = f" {c.eval_crop[0]}x{c.eval_crop[1]} stride {c.eval_stride[0]}x{c.eval_stride[1]}" \
+            if c.eval_mode == "slide" else ""
+        return (f"{c.model} on {c.data or type(self.train_set).__name__} ({len(self.train_set)} train / "
+                f"{len(self.val_set)} val images, {c.num_classes} classes); crop {c.crop_size[0]}x{c.crop_size[1]}, "
+                f"scale {list(c.scale)} x {list(c.ratio_range)}; {c.iters} iterations of batch {c.batch_size}, "
+                f"{c.optimizer} lr {c.lr:g} (heads x{c.head_lr_mult:g}), warm-up {c.warmup_iters}, poly {c.power:g}; "
+                f"evaluation every {c.eval_interval or c.iters} ({c.eval_mode}{window}), checkpoints every "
+                f"{c.checkpoint_interval}; {c.num_workers} workers, device {self.device}, amp {c.amp}; "
+                f"`segformer train --list-keys` lists every setting")
 
     def _place_model(self, model: nn.Module | None, train_set) -> None:
         """`self.core` (the model, on the device, named for the data's classes) and `self.model` (what training
