@@ -14,7 +14,11 @@ Transformers: `SegformerForSemanticSegmentation(SegformerConfig(num_labels=5))` 
 ours, trained by a plain loop with the same budget: N AdamW steps at lr 6e-4 (torch defaults otherwise) on
 batches of 8 random 128x128 crops with random horizontal flips, its own loss (`labels=`). Both models are then
 scored by `segformer.evaluation.evaluate` on the validation split at the images' own size (whole image, no
-resize), and ours also with its recorded protocol. Results go to <work>/results.json.
+resize; transformers' loop saves its model every fifth of the run, each is scored), and ours also with its
+recorded protocol. Results go to <work>/results.json. On a loaded machine run the parts side by side:
+
+    python benchmarks/train_vs_hf.py --work W --only ours & python benchmarks/train_vs_hf.py --work W --only hf
+    python benchmarks/train_vs_hf.py --work W --only score
 """
 
 from __future__ import annotations
@@ -123,7 +127,8 @@ def _hf_batch(dataset, rng: np.random.Generator, crop: int = 128, batch: int = 8
     return torch.stack(images), torch.stack(labels)
 
 
-def run_hf(data: Path, iters: int, lr: float, seed: int = 0):
+def run_hf(data: Path, iters: int, lr: float, out: Path, every: int, seed: int = 0):
+    """The plain loop; the model is saved (HF layout) to out/step_N every `every` steps and at the end."""
     from transformers import SegformerConfig, SegformerForSemanticSegmentation
 
     from segformer.data.datasets import open_dataset
@@ -141,18 +146,24 @@ def run_hf(data: Path, iters: int, lr: float, seed: int = 0):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step % 100 == 0:
-            print(f"transformers: step {step}/{iters} loss {loss.item():.4f}", flush=True)
+        if step % 20 == 0:
+            print(f"transformers: step {step}/{iters} loss {loss.item():.4f} "
+                  f"{(time.perf_counter() - start) / step:.2f} s/step", flush=True)
+        if step % every == 0 or step == iters:
+            model.save_pretrained(out / f"step_{step}")
     return time.perf_counter() - start, model
 
 
 class _Logits(torch.nn.Module):
-    def __init__(self, hf):
+    """A model seen as a bare logits function: no recorded test pipeline, so `evaluate` does not resize a folder
+    dataset's images (both models are scored at the images' own size)."""
+
+    def __init__(self, inner, hf: bool):
         super().__init__()
-        self.hf = hf
+        self.inner, self.hf = inner, hf
 
     def forward(self, x):
-        return self.hf(pixel_values=x).logits
+        return self.inner(pixel_values=x).logits if self.hf else self.inner(x)
 
 
 def score(model, data: Path, **protocol) -> dict:
@@ -165,23 +176,45 @@ def score(model, data: Path, **protocol) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, required=True, help="folder for the dataset, the run and results.json")
+    parser.add_argument("--work", type=Path, required=True, help="folder for the dataset, the runs and results.json")
     parser.add_argument("--iters", type=int, default=600)
     parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--only", choices=["ours", "hf", "score"],
+                        help="one part: the two trainings can run as separate processes, then --only score")
     args = parser.parse_args()
+    data = make_dataset(args.work / "weave")
+    run, hf_dir = args.work / f"ours_{args.iters}", args.work / f"hf_{args.iters}"
+    timing = {}
+    if args.only in (None, "ours"):
+        timing["ours_wall_s"] = round(run_ours(data, run, args.iters, args.lr)[0], 1)
+    if args.only in (None, "hf"):
+        timing["hf_train_s"] = round(run_hf(data, args.iters, args.lr, hf_dir, max(1, args.iters // 5))[0], 1)
+    if args.only in ("ours", "hf"):
+        (args.work / f"timing_{args.only}.json").write_text(json.dumps(timing) + "\n")
+        return
+    write_results(args, data, run, hf_dir)
+
+
+def write_results(args, data: Path, run: Path, hf_dir: Path) -> None:
+    """Both models scored on the validation split, at every saved step of the transformers loop."""
+    from transformers import SegformerForSemanticSegmentation
+
     import segformer
 
-    data = make_dataset(args.work / "weave")
-    run = args.work / f"ours_{args.iters}"
-    ours_s, ours_metrics = run_ours(data, run, args.iters, args.lr)
+    ours_log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
     ours = segformer.load_model(run / "final")
-    hf_s, hf = run_hf(data, args.iters, args.lr)
-    results = {
-        "iters": args.iters, "lr": args.lr, "threads": torch.get_num_threads(),
-        "ours_wall_s": round(ours_s, 1), "hf_train_s": round(hf_s, 1),
-        "ours_run_mIoU": round(ours_metrics["mIoU"], 2),
-        "ours_native": score(ours, data), "hf_native": score(_Logits(hf).eval(), data),
-    }
+    results = {"iters": args.iters, "lr": args.lr,
+               "ours_run_mIoU": {r["iter"]: round(r["mIoU"], 2) for r in ours_log if "mIoU" in r},
+               "ours_final_recorded_protocol": score(ours, data),
+               "ours_final_native": score(_Logits(ours, hf=False).eval(), data)}
+    results["hf_native"] = {}
+    for step_dir in sorted(hf_dir.glob("step_*"), key=lambda p: int(p.name.split("_")[1])):
+        hf = SegformerForSemanticSegmentation.from_pretrained(step_dir)
+        results["hf_native"][int(step_dir.name.split("_")[1])] = score(_Logits(hf, hf=True).eval(), data)
+    for part in ("ours", "hf"):
+        timing = args.work / f"timing_{part}.json"
+        if timing.is_file():
+            results.update(json.loads(timing.read_text()))
     (args.work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 

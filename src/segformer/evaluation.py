@@ -23,6 +23,7 @@ from . import inference
 from .data.datasets import SegmentationDataset, TransformedDataset
 from .data.transforms import TestTransform
 from .utils.distributed import is_initialized, rank_and_world
+from .protocol import make_test_pipeline, recorded_pipeline, resolve_window
 
 logger = logging.getLogger(__name__)
 
@@ -122,22 +123,26 @@ def first_input(dataset: SegmentationDataset, scale: tuple[int, int] | None = No
 
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, dataset: SegmentationDataset, *, scale: tuple[int, int] | None = None,
-             mode: str = "whole", crop_size: tuple[int, int] | None = None, stride: tuple[int, int] | None = None,
+             mode: str | None = None, crop_size: tuple[int, int] | None = None, stride: tuple[int, int] | None = None,
              scales: Sequence[float] | None = None, flip: bool = False, dtype: str | torch.dtype | None = None,
              num_workers: int = 0, progress: bool = True) -> dict:
-    """Score `model` on `dataset` with the mmseg test pipeline; returns `IoUMetric.compute()`.
+    """Score `model` on `dataset` with the mmseg test pipeline; returns `IoUMetric.compute()` plus "protocol"
+    (the scale, mode and window used, as `protocol.make_test_pipeline` records them).
 
+    Unset settings come from the test pipeline recorded with the model (`protocol.py`; training records it),
+    else: the dataset's recipe scale, "whole", a 512 window at 2/3 stride.
     Each image is resized keep-ratio into `scale` (default: the dataset's recipe scale, e.g. (2048, 512)
     for ADE20K; none for a folder), run with `mode` ("whole" or "slide" with `crop_size`/`stride`, plus
     optional multi-scale `scales` (relative to the resized image) and `flip`; `dtype` for autocast), and its
     scores resized bilinearly to the label map's size before the argmax. Under torch.distributed each rank
     scores every world_size-th image and the areas are summed, so every rank returns the full result.
     """
-    if mode not in inference.MODES:
+    if mode is not None and mode not in inference.MODES:
         raise ValueError(f"unknown inference mode {mode!r}; accepted: {', '.join(inference.MODES)}")
-    if mode == "slide" and (crop_size is None or stride is None):
-        raise ValueError("mode='slide' needs crop_size and stride")
-    scale = scale if scale is not None else dataset.scale
+    mode, crop_size, stride = resolve_window(model, mode, crop_size, stride)
+    record = recorded_pipeline(model)
+    if scale is None:
+        scale = tuple(record["scale"]) if record and record.get("scale") else None if record else dataset.scale
     rank, world = rank_and_world()
     param = next(model.parameters(), None)  # a runtime runner (segformer.runtimes) has none: CPU
     device = param.device if param is not None else torch.device("cpu")
@@ -155,5 +160,5 @@ def evaluate(model: torch.nn.Module, dataset: SegmentationDataset, *, scale: tup
     finally:
         model.train(was_training)
     metric.all_reduce()
-    return metric.compute()
+    return {**metric.compute(), "protocol": make_test_pipeline(scale, mode, crop_size, stride)}
 

@@ -35,12 +35,12 @@ import torch.nn.functional as F
 
 from .data.datasets import IMAGE_EXTENSIONS
 from .preprocess import MAX_PIXELS, ImageLike, ImageProcessor, multiple_size, resize_image, to_rgb_array
+from .protocol import DEFAULT_CROP, MODES, default_stride, predict_processor, resolve_window
 from .utils.dtypes import resolve_dtype
 
 Size = tuple[int, int]
 # crop(y0, y1, x0, x1) -> normalised (B, 3, y1 - y0, x1 - x0) tensor on the compute device
 CropFn = Callable[[int, int, int, int], torch.Tensor]
-MODES = ("whole", "slide")
 _CHUNK_BYTES = 64 * 2**20  # size of one class chunk when resizing scores to the original size
 _BAND_BYTES = 16 * 2**20  # one class at the original size above this: labels are computed in bands of rows
 
@@ -328,8 +328,10 @@ def _predict_one(model, rgb: np.ndarray, processor: ImageProcessor, norm: _Norma
             image = resize_image(image, size, processor.backend) if size != image.shape[:2] else image
         for flipped in (False, True) if flip else (False,):
             view = image[:, ::-1] if flipped else image
-            if mode == "whole":  # native logits: resized once, straight to the original size (as HF)
-                logits = run_model(model, norm(view), dtype)
+            if mode == "whole":  # HF: native logits resized once, to the original size; mmseg's keep-ratio
+                # pipeline: first to the resized input's size (its whole inference), as `evaluate` scores
+                run = whole if processor.keep_ratio_scale is not None else run_model
+                logits = run(model, norm(view), dtype=dtype)
             else:  # windows normalised one at a time; logits at the resized size (as mmseg)
                 logits = _assemble(slide_blocks(model, lambda a, b, c, d, v=view: norm(v[a:b, c:d]), view.shape[:2],
                                                 crop_size, stride, batch_size=batch_size, dtype=dtype), view.shape[:2])
@@ -367,17 +369,19 @@ def check_options(*, mode: str = "whole", crop_size: Sequence[int] = (512, 512),
     resolve_dtype(dtype)
 
 
-def predict(model: torch.nn.Module, images: ImageLike | Sequence[ImageLike], *, mode: str = "whole",
-            processor: ImageProcessor | None = None, crop_size: Sequence[int] = (512, 512),
-            stride: Sequence[int] = (341, 341), scales: Sequence[float] = (1.0,), flip: bool = False,
+def predict(model: torch.nn.Module, images: ImageLike | Sequence[ImageLike], *, mode: str | None = None,
+            processor: ImageProcessor | None = None, crop_size: Sequence[int] | None = None,
+            stride: Sequence[int] | None = None, scales: Sequence[float] = (1.0,), flip: bool = False,
             device: str | torch.device | None = None, dtype: str | torch.dtype | None = None, batch_size: int = 1,
             scores: str | None = None, max_pixels: int | None = MAX_PIXELS):
     """Segment images with any model that returns logits; label maps come back at each image's original size.
 
     images: a path, PIL image or (H, W, 3) uint8 array, or a list of them (then a list is returned).
-    processor: resize + normalisation; default `ImageProcessor()` (HF: fixed 512 x 512). Use
-      `ImageProcessor(size=None)` for no resize, `ImageProcessor.mmseg(scale, size_divisor=32)` for mmseg's
-      keep-ratio resize (+ resize to a multiple of 32).
+    Unset mode / processor / crop_size / stride come from the test pipeline recorded with the model (training
+    records it; see `protocol.py`), else: "whole", `ImageProcessor()` (HF: fixed 512 x 512) in whole mode and
+    no resize in slide mode, a 512 x 512 window, a stride of 2/3 the window.
+    processor: resize + normalisation. Use `ImageProcessor(size=None)` for no resize,
+      `ImageProcessor.mmseg(scale, size_divisor=32)` for mmseg's keep-ratio resize (+ resize to a multiple of 32).
     mode: "whole" (logits resized straight to the original size, as HF's post-processing) or "slide"
       (`crop_size` / `stride` windows on the resized image, then resized to the original size, as mmseg).
     scales, flip: test-time augmentation; each scale multiplies the processor's output size, and the
@@ -390,9 +394,10 @@ def predict(model: torch.nn.Module, images: ImageLike | Sequence[ImageLike], *, 
     Labels are uint8 arrays for up to 256 classes, uint16 up to 65536, int32 beyond. The model is put in eval
     mode for the call and its training flag restored afterwards.
     """
-    check_options(mode=mode, crop_size=crop_size, stride=stride, scales=scales, batch_size=batch_size, dtype=dtype,
-                  scores=scores)
-    processor = ImageProcessor() if processor is None else processor
+    mode, crop_size, stride = resolve_window(model, mode, crop_size, stride)
+    check_options(mode=mode, crop_size=crop_size or DEFAULT_CROP, stride=stride or default_stride(DEFAULT_CROP),
+                  scales=scales, batch_size=batch_size, dtype=dtype, scores=scores)
+    processor = predict_processor(model, mode) if processor is None else processor
     if device is not None:
         model.to(device)
     param = next(model.parameters(), None)

@@ -14,8 +14,9 @@ def parse_hw(values: list[int] | None, name: str) -> tuple[int, int] | None:
 
 def add_resize_args(p) -> None:
     """The input resize flags of `predict` and `serve`."""
-    p.add_argument("--resize", choices=["fixed", "keep-ratio", "none"], default="fixed",
-                   help="fixed: --size, aspect ignored (HF, the default); keep-ratio: into --scale (mmseg); none")
+    p.add_argument("--resize", choices=["fixed", "keep-ratio", "none"],
+                   help="fixed: --size, aspect ignored (HF); keep-ratio: into --scale (mmseg); none. Default: the "
+                        "model's recorded test pipeline (a trained model), else fixed in whole mode, none in slide")
     p.add_argument("--size", type=int, nargs="+", metavar="N", help="--resize fixed: H W, or one int (default 512)")
     p.add_argument("--scale", type=int, nargs=2, metavar=("LONG", "SHORT"), default=[2048, 512],
                    help="--resize keep-ratio bound (default 2048 512)")
@@ -24,9 +25,13 @@ def add_resize_args(p) -> None:
 
 
 def processor_from_args(args):
-    """The `ImageProcessor` the resize flags ask for."""
+    """The `ImageProcessor` the resize flags ask for; None (the model's recorded test pipeline) without --resize."""
     from ..preprocess import ImageProcessor
 
+    if args.resize is None:
+        if args.size is not None or args.size_divisor is not None:
+            raise ValueError("--size and --size-divisor apply to a --resize (fixed, keep-ratio or none); add one")
+        return None
     if args.resize == "keep-ratio":
         return ImageProcessor.mmseg(tuple(args.scale), size_divisor=args.size_divisor)
     size = (parse_hw(args.size, "--size") or (512, 512)) if args.resize == "fixed" else None

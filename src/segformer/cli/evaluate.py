@@ -16,13 +16,17 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
                                                    ".onnx / OpenVINO .xml")
     p.add_argument("--data", required=True, help="dataset root: ADE20K, Cityscapes or folder layout (detected)")
     p.add_argument("--split", default="val", help="split to score (default val)")
-    p.add_argument("--mode", choices=["whole", "slide"], default="whole", help="inference mode (default whole)")
+    p.add_argument("--mode", choices=["whole", "slide"],
+                   help="inference mode (default: the model's recorded test pipeline, else whole)")
     p.add_argument("--crop", type=int, nargs="+", metavar="N",
-                   help="slide window size: H W, or one int; pose models: the input size H W (default 384 288)")
-    p.add_argument("--stride", type=int, nargs="+", metavar="N", help="slide window stride: H W, or one int")
+                   help="slide window size: H W, or one int (default: the recorded one, else 512); pose models: "
+                        "the input size H W (default 384 288)")
+    p.add_argument("--stride", type=int, nargs="+", metavar="N",
+                   help="slide window stride: H W, or one int (default: the recorded one, else 2/3 of --crop)")
     p.add_argument("--scale", type=int, nargs=2, metavar=("LONG", "SHORT"),
-                   help="keep-ratio resize bound before inference (default: the dataset's recipe, e.g. "
-                        "2048 512 for ADE20K, 2048 1024 for Cityscapes; none for a folder)")
+                   help="keep-ratio resize bound before inference (default: the model's recorded test pipeline, "
+                        "else the dataset's recipe, e.g. 2048 512 for ADE20K, 2048 1024 for Cityscapes; none for "
+                        "a folder)")
     p.add_argument("--scales", type=float, nargs="+", help="multi-scale test ratios, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
     p.add_argument("--flip", action="store_true", help="add horizontally flipped runs (test-time augmentation)")
     p.add_argument("--no-flip-test", action="store_true", help="pose models: skip the flip test (on by default)")
@@ -50,8 +54,6 @@ def _run_eval(args: argparse.Namespace) -> int:
     from ..utils.io import atomic_write_text
 
     crop, stride = parse_hw(args.crop, "--crop"), parse_hw(args.stride, "--stride")
-    if args.mode == "slide" and (crop is None or stride is None):
-        raise ValueError("--mode slide needs --crop and --stride")
     out = Path(args.json) if args.json else None
     if out is not None and out.exists() and not args.overwrite:
         raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
@@ -90,8 +92,7 @@ def _run_eval(args: argparse.Namespace) -> int:
           f"mIoU {fmt(result['mIoU']).strip()}  mAcc {fmt(result['mAcc']).strip()}")
     if out is not None:
         settings = {"model": args.model, "data": str(args.data), "dataset": dataset.kind, "split": args.split,
-                    "mode": args.mode, "crop_size": crop, "stride": stride,
-                    "scale": list(args.scale) if args.scale else dataset.scale, "scales": args.scales,
+                    **result.pop("protocol"), "scales": args.scales,
                     "flip": args.flip, "token_merging": args.token_merging, "dtype": args.dtype}
 
         def clean(v):  # JSON has no NaN: classes with 0 / 0 become null

@@ -21,9 +21,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="hub id, zoo preset, HF directory, checkpoint file, or an exported "
                    ".onnx / OpenVINO .xml")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--mode", choices=["whole", "slide"], default="whole", help="inference mode (default whole)")
-    p.add_argument("--crop", type=int, nargs="+", metavar="N", help="slide window: H W, or one int (default 512)")
-    p.add_argument("--stride", type=int, nargs="+", metavar="N", help="slide stride: H W, or one int (default 341)")
+    p.add_argument("--mode", choices=["whole", "slide"],
+                   help="inference mode (default: the model's recorded test pipeline, else whole)")
+    p.add_argument("--crop", type=int, nargs="+", metavar="N",
+                   help="slide window: H W, or one int (default: the recorded one, else 512)")
+    p.add_argument("--stride", type=int, nargs="+", metavar="N",
+                   help="slide stride: H W, or one int (default: the recorded one, else 2/3 of --crop)")
     add_resize_args(p)
     p.add_argument("--scales", type=float, nargs="+", default=[1.0],
                    help="multi-scale test ratios, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
@@ -108,15 +111,18 @@ def _run_predict(args: argparse.Namespace) -> int:
     from ..data.palettes import get_class_names, get_palette
     from ..inference import check_options, collect_images, predict, shard
     from ..preprocess import MAX_PIXELS, to_rgb_array
+    from ..protocol import DEFAULT_CROP, default_stride
     from ..visualize import render
 
-    crop, stride = parse_hw(args.crop, "--crop") or (512, 512), parse_hw(args.stride, "--stride") or (341, 341)
+    crop, stride = parse_hw(args.crop, "--crop"), parse_hw(args.stride, "--stride")
     max_pixels = MAX_PIXELS if args.max_pixels is None else args.max_pixels
     if max_pixels < 0:
         raise ValueError(f"--max-pixels must be >= 0 (0: no limit), got {max_pixels}")
     if not 0.0 <= args.opacity <= 1.0:
         raise ValueError(f"--opacity must be in [0, 1], got {args.opacity}")
-    check_options(mode=args.mode, crop_size=crop, stride=stride, scales=args.scales, batch_size=args.batch_size)
+    window = crop or DEFAULT_CROP
+    check_options(mode=args.mode or "whole", crop_size=window, stride=stride or default_stride(window),
+                  scales=args.scales, batch_size=args.batch_size)
     processor = processor_from_args(args)
     out = Path(args.out)
     _check_writable(out)  # before the (slow) model load and inference

@@ -44,6 +44,8 @@ class SegFormerConfig(ModelConfig):
     name: str | None = None  # zoo name, informational
     # SegFormer++ token merging applied at build time: a preset name or {"stages": [...], "downsample": bool}.
     token_merging: str | dict | None = None
+    # How training scored it (scale, mode, window): the default of evaluate / predict / serve (protocol.py).
+    test_pipeline: dict | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, dict):

@@ -49,6 +49,8 @@ class SETRConfig(ModelConfig):
     ignore_index: int = 255
     class_names: list[str] | None = None
     name: str | None = None  # zoo name, informational
+    # How training scored it (scale, mode, window): the default of evaluate / predict / serve (protocol.py).
+    test_pipeline: dict | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.encoder, dict):

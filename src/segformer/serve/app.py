@@ -267,5 +267,7 @@ def app_from_env() -> FastAPI:
     from ..preprocess import ImageProcessor
 
     settings = json.loads(os.environ["SEGFORMER_SERVE_CONFIG"])
-    processor = {k: tuple(v) if isinstance(v, list) else v for k, v in settings.pop("processor").items()}
-    return create_app(ServeConfig(**settings, processor=ImageProcessor(**processor)))
+    processor = settings.pop("processor")
+    if processor is not None:
+        processor = ImageProcessor(**{k: tuple(v) if isinstance(v, list) else v for k, v in processor.items()})
+    return create_app(ServeConfig(**settings, processor=processor))

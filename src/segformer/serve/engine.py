@@ -21,6 +21,7 @@ from ..checkpoints import load_model
 from ..data.palettes import get_class_names, get_palette
 from ..inference import check_options, predict, run_model
 from ..preprocess import ImageProcessor, to_rgb_array
+from ..protocol import DEFAULT_CROP, default_stride, predict_processor, recorded_pipeline, resolve_window
 from ..visualize import overlay
 from .batcher import BatchedModel, DynamicBatcher
 
@@ -46,7 +47,7 @@ class ServeConfig:
     token_merging: str | None = None
     dtype: str = "float32"
     device: str = "cpu"
-    processor: ImageProcessor = dataclasses.field(default_factory=ImageProcessor)
+    processor: ImageProcessor | None = None  # None: the model's recorded test pipeline (segformer.predict's default)
     max_batch: int = 8
     max_wait_ms: float = 10.0
     max_queue: int = 64
@@ -65,9 +66,9 @@ class SegmentOptions:
     """Query options of `POST /v1/segment`; the same semantics as `segformer predict`."""
 
     format: str = "png"
-    mode: str = "whole"
-    crop: tuple[int, int] = (512, 512)
-    stride: tuple[int, int] = (341, 341)
+    mode: str | None = None  # None, crop, stride: the model's recorded test pipeline, else whole, 512, 2/3 crop
+    crop: tuple[int, int] | None = None
+    stride: tuple[int, int] | None = None
     scales: tuple[float, ...] = (1.0,)
     flip: bool = False
     rle: bool = False
@@ -104,7 +105,7 @@ def parse_options(query: Mapping[str, str]) -> SegmentOptions:
     unknown = sorted(set(query) - known)
     if unknown:
         raise RequestError(400, f"unknown query parameter(s) {unknown}; accepted: {', '.join(sorted(known))}")
-    opts = SegmentOptions(format=query.get("format", "png"), mode=query.get("mode", "whole"))
+    opts = SegmentOptions(format=query.get("format", "png"), mode=query.get("mode"))
     if opts.format not in FORMATS:
         raise RequestError(400, f"format={opts.format!r} is not offered; accepted: {', '.join(FORMATS)}")
     if "crop" in query:
@@ -122,7 +123,9 @@ def parse_options(query: Mapping[str, str]) -> SegmentOptions:
         if not 0.0 <= opts.opacity <= 1.0:
             raise RequestError(400, f"opacity must be in [0, 1], got {query['opacity']!r}")
     try:
-        check_options(mode=opts.mode, crop_size=opts.crop, stride=opts.stride, scales=opts.scales)
+        window = opts.crop or DEFAULT_CROP
+        check_options(mode=opts.mode or "whole", crop_size=window, stride=opts.stride or default_stride(window),
+                      scales=opts.scales)
     except ValueError as exc:
         raise RequestError(400, str(exc)) from None
     return opts
@@ -210,8 +213,10 @@ class Segmenter:
             request.result()
 
     def labels(self, rgb: np.ndarray, opts: SegmentOptions) -> np.ndarray:
-        return predict(self.batched, rgb, mode=opts.mode, processor=self.config.processor, crop_size=opts.crop,
-                       stride=opts.stride, scales=opts.scales, flip=opts.flip, dtype=self.config.dtype,
+        mode, crop, stride = resolve_window(self.model, opts.mode, opts.crop, opts.stride)
+        processor = self.config.processor or predict_processor(self.model, mode)
+        return predict(self.batched, rgb, mode=mode, processor=processor, crop_size=crop, stride=stride,
+                       scales=opts.scales, flip=opts.flip, dtype=self.config.dtype,
                        max_pixels=self.config.max_pixels)  # the server's own limit, already checked
 
     def segment(self, data: bytes, opts: SegmentOptions) -> tuple[bytes, str, float]:
@@ -269,7 +274,8 @@ class Segmenter:
             "task": self.task,
             "num_classes": self.num_classes, "classes": self.class_names,
             "palette": [[int(v) for v in rgb] for rgb in self.palette[:self.num_classes]],
-            "input": dataclasses.asdict(cfg.processor), "token_merging": mc.to_dict().get("token_merging"),
+            "input": dataclasses.asdict(cfg.processor or predict_processor(self.model, "whole")),
+            "test_pipeline": recorded_pipeline(self.model), "token_merging": mc.to_dict().get("token_merging"),
             "dtype": cfg.dtype, "device": str(cfg.device),
             "batching": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms},
             "limits": {"max_pixels": cfg.max_pixels, "max_body_bytes": cfg.max_body_bytes,

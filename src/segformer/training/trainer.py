@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from ..evaluation import evaluate
 from ..models import SegmentationModel, model_from_config
+from ..protocol import default_stride, make_test_pipeline
 from ..runtimes.precision import autocast_dtype
 from ..utils.io import atomic_dir, atomic_write_text, json_safe, write_json
 from . import distributed as ddp
@@ -71,7 +72,7 @@ def resolve_config(config: TrainConfig, train_set) -> TrainConfig:
     (`resolve_run_length`)."""
     scale = config.scale or default_scale(train_set, config.crop_size)
     crop = config.eval_crop or config.crop_size
-    stride = config.eval_stride or (tuple(max(1, 2 * c // 3) for c in crop) if config.eval_mode == "slide" else None)
+    stride = config.eval_stride or (default_stride(crop) if config.eval_mode == "slide" else None)
     iters = config.epochs * max(1, len(train_set) // config.batch_size) if config.epochs else config.iters
     return resolve_run_length(dataclasses.replace(
         config, num_classes=train_set.num_classes, scale=scale, iters=iters,
@@ -174,7 +175,10 @@ class Trainer:
             if model.config.num_classes != train_set.num_classes:
                 raise ValueError(f"the model predicts {model.config.num_classes} classes but the training data has "
                                  f"{train_set.num_classes}")
-            model.config = dataclasses.replace(model.config, class_names=list(train_set.class_names))
+            pipeline = None if self.pose else make_test_pipeline(self.config.scale, self.config.eval_mode,
+                                                                 self.config.eval_crop, self.config.eval_stride)
+            model.config = dataclasses.replace(model.config, class_names=list(train_set.class_names),
+                                               test_pipeline=pipeline)
         self.core = model.to(self.device)
         if self.dist.world_size > 1:
             self.core = ddp.convert_sync_batchnorm(self.core, self.device)
