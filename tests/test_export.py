@@ -64,3 +64,22 @@ def test_export_cli(tmp_path, capsys):
     lines = [line for line in capsys.readouterr().out.splitlines() if "max abs logit difference" in line]
     assert len(lines) == 2 and all(float(line.split()[-1]) <= 1e-4 for line in lines)
     assert main(args) == 2 and "--overwrite" in capsys.readouterr().err
+
+
+def test_onnx_file_carries_class_names_normalisation_and_test_pipeline(tmp_path):
+    import json
+
+    import onnx
+
+    from segformer.runtimes.base import metadata
+
+    model = tiny_model()
+    model.config.class_names = [f"c{i}" for i in range(model.config.num_classes)]
+    model.config.test_pipeline = {"scale": [256, 64], "mode": "slide", "crop_size": [64, 64], "stride": [42, 42]}
+    path = export_onnx(model, tmp_path / "meta.onnx", size=(64, 64), metadata=metadata(model))
+    meta = {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+    assert json.loads(meta["class_names"]) == model.config.class_names
+    pipeline = json.loads(meta["test_pipeline"])  # the recorded keep-ratio resize, mmseg's normalisation
+    assert pipeline["keep_ratio_scale"] == [256, 64] and pipeline["size"] is None
+    assert pipeline["mean"] == [123.675, 116.28, 103.53] and pipeline["rescale_factor"] == 1.0
+    assert json.loads(meta["segformer_config"])["test_pipeline"] == model.config.test_pipeline

@@ -3,7 +3,6 @@
 windows default to a 2/3 stride and imply no resize."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

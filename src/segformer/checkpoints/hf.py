@@ -9,6 +9,7 @@ import torch
 from ..models.mit import MiTConfig
 from ..models.segmentor import SegFormerConfig
 from ..models.zoo import MIT_EPS
+from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
 from .keymap import KeyMap, merge_pairs, reverse_fuse_order, split_pairs
 
 EPS = MIT_EPS["hf"]
@@ -82,7 +83,9 @@ def from_native(state_dict: dict[str, torch.Tensor], config: SegFormerConfig | N
     """Legacy on-disk HF names (what the hub files and `save_pretrained` use)."""
     if config is not None and config.task == "segmentation" and config.decoder_style != "hf":
         raise ValueError("an mmseg-style decoder has a per-stage ReLU that HF's SegformerDecodeHead cannot express; "
-                         "convert it --to mmseg or --to ours instead")
+                         "convert it --to mmseg or --to ours instead. For a model transformers can load, train with "
+                         "the HF-style head: `segformer train RECIPE --set model_args.decoder_style=hf ...` (the "
+                         "default without a recipe)")
     sd = dict(state_dict)
     if "decode_head.linear_fuse.weight" in sd:
         sd["decode_head.linear_fuse.weight"] = reverse_fuse_order(sd["decode_head.linear_fuse.weight"])
@@ -171,3 +174,17 @@ def config_to_hf(config: SegFormerConfig) -> dict:
         "id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)},
         "segformer": config.to_dict(),
     }
+
+
+def preprocessor_to_hf(config: SegFormerConfig) -> dict:
+    """transformers' `preprocessor_config.json` (a `SegformerImageProcessor`), so that `AutoImageProcessor` and
+    `pipeline("image-segmentation")` take the saved directory. HF resizes to a fixed size: 512 x 512 without a
+    recorded test pipeline; with one, no resize when it records none, else short x short for mmseg's keep-ratio
+    (long, short) bound (the HF default for the ADE20K recipes' (2048, 512))."""
+    record = config.test_pipeline or {"scale": [512, 512]}
+    scale = record.get("scale")
+    side = min(scale) if scale else 512
+    return {"image_processor_type": "SegformerImageProcessor", "do_resize": scale is not None,
+            "size": {"height": side, "width": side}, "resample": 2, "do_rescale": True, "rescale_factor": 1 / 255,
+            "do_normalize": True, "image_mean": list(IMAGENET_MEAN), "image_std": list(IMAGENET_STD),
+            "do_reduce_labels": False}

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 FORMATS = {"hf": hf, "nvlabs": nvlabs, "mmpose": mmpose, "mmseg": mmseg}  # mmpose before mmseg: a superset
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+PREPROCESSOR = "preprocessor_config.json"  # transformers' image processor, written beside an HF-layout model
 # Our own keys: tensors are named after our modules; eps comes from the saved config.
 OURS_MARK = "stages.0.patch_embed.proj.weight"
 
@@ -317,29 +318,39 @@ def _check_free(paths: list[Path], overwrite: bool) -> None:
 
 def save_pretrained(model: nn.Module, directory: str | Path, *, overwrite: bool = False,
                     layout: str = "auto") -> Path:
-    """`config.json` + `model.safetensors`. layout "auto": HF names when transformers can express the model
+    """`config.json` + `model.safetensors` (+ `preprocessor_config.json` in the HF layout, for transformers'
+    `AutoImageProcessor` and `pipeline`). layout "auto": HF names when transformers can express the model
     (HF-style decoder or classifier), else ours; "ours" forces our names."""
     directory = Path(directory)
     cfg_path, weights_path = directory / "config.json", directory / "model.safetensors"
-    _check_free([cfg_path, weights_path], overwrite)
     sd, config = _target(model)
     if config is None:
         raise ValueError("save_pretrained needs a SegFormer (an encoder alone: use segformer.checkpoints.convert)")
     use_hf = layout == "auto" and isinstance(config, SegFormerConfig) and config.encoder.pos_embed == "mixffn" and (
         config.task == "classification" or config.decoder_style == "hf")
+    with_processor = use_hf and config.task == "segmentation"
+    _check_free([cfg_path, weights_path] + ([directory / PREPROCESSOR] if with_processor else []),
+                overwrite)
+    if use_hf and config.token_merging:
+        warnings.warn(f"{directory}: this model runs with token merging ({config.token_merging!r}); transformers "
+                      f"knows no token merging and will compute the exact model (segformer.load_model keeps it)",
+                      stacklevel=2)
     if use_hf and any(getattr(config.encoder, k) != v for k, v in hf.EPS.items()):
         warnings.warn(f"{directory}: this model's LayerNorm eps differ from HF's 1e-5; transformers will compute "
                       f"with 1e-5 (logits differ slightly), segformer.load_model keeps the original eps", stacklevel=2)
     cfg_json = hf.config_to_hf(config) if use_hf else {"segformer": config.to_dict()}
     weights = hf.from_native(sd, config) if use_hf else sd
     meta = {"format": "pt", "segformer_config": json.dumps(config.to_dict())}
+    names = {cfg_path.name, weights_path.name} | ({PREPROCESSOR} if with_processor else set())
 
     def fill(folder: Path) -> None:
         write_safetensors(folder / weights_path.name, weights, meta, overwrite=True)
         write_json(folder / cfg_path.name, cfg_json, overwrite=True)
+        if with_processor:
+            write_json(folder / PREPROCESSOR, hf.preprocessor_to_hf(config), overwrite=True)
 
-    if not directory.exists() or {p.name for p in directory.iterdir()} <= {cfg_path.name, weights_path.name}:
-        return atomic_dir(directory, fill, overwrite=True)  # the pair is swapped in together
+    if not directory.exists() or {p.name for p in directory.iterdir()} <= names:
+        return atomic_dir(directory, fill, overwrite=True)  # the files are swapped in together
     fill(directory)  # other files live there too: file by file (loading refuses a mismatched pair)
     return directory
 

@@ -64,7 +64,9 @@ def from_native(state_dict: dict[str, torch.Tensor], config: SegFormerConfig | N
                          "or use --to hf / nvlabs / ours")
     if config is not None and config.decoder_style != "mmseg":
         raise ValueError("mmseg's SegformerHead has a per-stage conv+BN+ReLU that the HF-style decoder lacks: "
-                         "convert this model --to hf, --to nvlabs or --to ours")
+                         "convert this model --to hf, --to nvlabs or --to ours. For a model MMSegmentation can load, "
+                         "train with a recipe (configs/segformer_*.yaml use decoder_style: mmseg) or "
+                         "`--set model_args.decoder_style=mmseg`")
     sd = {}
     for key, value in state_dict.items():
         if ".attn.q." in key:

@@ -19,6 +19,7 @@ from torch import nn
 from ..models.segmentor import SegFormerConfig
 from ..models.setr import SETRConfig
 from ..preprocess import ImageProcessor
+from ..protocol import predict_processor
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 META_CONFIG, META_CLASSES, META_PIPELINE = "segformer_config", "class_names", "test_pipeline"
@@ -52,9 +53,10 @@ def runtime_of(model: nn.Module) -> str:
 
 
 def metadata(model: nn.Module, processor: ImageProcessor | None = None) -> dict[str, str]:
-    """The strings stored in an exported file: config, class names and test pipeline (HF's fixed 512 x 512
-    resize with ImageNet normalisation unless `processor` says otherwise)."""
-    processor = ImageProcessor() if processor is None else processor
+    """The strings stored in an exported file: config (with the recorded `test_pipeline`: mode and window),
+    class names and the input pipeline (`segformer.predict`'s default for the model unless `processor` says
+    otherwise: the recorded keep-ratio resize of a trained model, else HF's fixed 512 x 512; normalisation)."""
+    processor = predict_processor(model, "whole") if processor is None else processor
     config = getattr(model, "config", None)
     pipeline = {k: getattr(processor, k) for k in _PIPELINE_FIELDS}
     out = {META_PIPELINE: json.dumps(pipeline)}
