@@ -10,8 +10,10 @@ import argparse
 import os
 import sys
 
+from .. import __version__
 from ..runtime import configure_from_env
 from .bench import _add_bench
+from .common import plain_progress_lines
 from .convert import _add_convert
 from .erf import _add_erf
 from .evaluate import _add_eval
@@ -30,6 +32,7 @@ COMMANDS = [_add_models, _add_convert, _add_synth, _add_eval, _add_predict, _add
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="segformer", description="Semantic segmentation with transformers.")
+    parser.add_argument("--version", action="version", version=f"segformer {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
         add(sub)
@@ -39,18 +42,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_from_env()  # keep freed memory for reuse: large buffers are not page-faulted in every pass
-    try:
-        return args.func(args)
-    except KeyboardInterrupt:
-        if os.environ.get("SEGFORMER_DEBUG") == "1":
-            raise
-        print(f"segformer {args.command}: interrupted", file=sys.stderr)
-        return 130
-    except EXPECTED as exc:
-        if os.environ.get("SEGFORMER_DEBUG") == "1":
-            raise
-        print(f"segformer {args.command}: error: {one_line(exc)}", file=sys.stderr)
-        return 2
+    with plain_progress_lines():
+        try:
+            return args.func(args)
+        except KeyboardInterrupt:
+            if os.environ.get("SEGFORMER_DEBUG") == "1":
+                raise
+            print(f"segformer {args.command}: interrupted", file=sys.stderr)
+            return 130
+        except EXPECTED as exc:
+            if os.environ.get("SEGFORMER_DEBUG") == "1":
+                raise
+            print(f"segformer {args.command}: error: {one_line(exc)}", file=sys.stderr)
+            return 2
 
 
 # Bad input and the environment (files, permissions, memory, a missing optional package), never our bugs

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import os
+import sys
+from collections.abc import Iterator
+
 
 def parse_hw(values: list[int] | None, name: str) -> tuple[int, int] | None:
     """One int (square) or two (h w) from the command line."""
@@ -58,3 +64,45 @@ def load_for_bench(spec: str, token_merging: str | None):
     if token_merging is not None and not isinstance(model, SegFormer):
         raise ValueError(f"--token-merging: model {spec} ({type(model).__name__}) has no token merging")
     return model
+
+
+class PlainLines(io.TextIOBase):
+    """A text stream that turns progress-bar redraws ("\\r" + status) into one plain line each, for logs."""
+
+    def __init__(self, stream):
+        self.stream, self.at_line_start = stream, True
+
+    def write(self, text: str) -> int:
+        if "\r" in text:
+            parts = [p.rstrip() for p in text.split("\r")]
+            text = "".join(("" if i == 0 else "\n") + p for i, p in enumerate(q for q in parts if q.strip()))
+            if text and not self.at_line_start:
+                text = "\n" + text
+        if text:
+            self.stream.write(text)
+            self.at_line_start = text.endswith("\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def __getattr__(self, name: str):
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def plain_progress_lines(seconds: float = 30.0) -> Iterator[None]:
+    """When stderr is not a terminal, progress bars write a plain line at most every `seconds` (tqdm's
+    TQDM_MININTERVAL, unless set) instead of carriage-return redraws that fill log files."""
+    if sys.stderr.isatty() or isinstance(sys.stderr, PlainLines):
+        yield
+        return
+    saved, interval = sys.stderr, os.environ.get("TQDM_MININTERVAL")
+    sys.stderr = PlainLines(saved)
+    os.environ.setdefault("TQDM_MININTERVAL", str(seconds))
+    try:
+        yield
+    finally:
+        sys.stderr = saved
+        if interval is None:
+            os.environ.pop("TQDM_MININTERVAL", None)

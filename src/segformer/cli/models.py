@@ -13,7 +13,8 @@ def _add_models(sub: argparse._SubParsersAction) -> None:
 def _run_models(args: argparse.Namespace) -> int:
     from ..models.zoo import ZOO
 
-    for name in sorted(ZOO):
-        entry = ZOO[name]
-        print(f"{name:32s} {entry.hub_id or '-':48s} {entry.description}")
+    rows = [(name, ZOO[name].hub_id or "-", ZOO[name].description) for name in sorted(ZOO)]
+    widths = [max(len(row[i]) for row in rows + [("name", "hub id", "")]) for i in (0, 1)]
+    for name, hub, description in [("name", "hub id", "description")] + rows:
+        print(f"{name:{widths[0]}s}  {hub:{widths[1]}s}  {description}".rstrip())
     return 0
