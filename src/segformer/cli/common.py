@@ -31,16 +31,15 @@ def add_resize_args(p) -> None:
 
 
 def processor_from_args(args):
-    """The `ImageProcessor` the resize flags ask for; None (the model's recorded test pipeline) without --resize."""
+    """The `ImageProcessor` the resize flags ask for (--size or --size-divisor alone: fixed, as before); None (the
+    model's recorded test pipeline) without any of them."""
     from ..preprocess import ImageProcessor
 
-    if args.resize is None:
-        if args.size is not None or args.size_divisor is not None:
-            raise ValueError("--size and --size-divisor apply to a --resize (fixed, keep-ratio or none); add one")
+    if args.resize is None and args.size is None and args.size_divisor is None:
         return None
     if args.resize == "keep-ratio":
         return ImageProcessor.mmseg(tuple(args.scale), size_divisor=args.size_divisor)
-    size = (parse_hw(args.size, "--size") or (512, 512)) if args.resize == "fixed" else None
+    size = (parse_hw(args.size, "--size") or (512, 512)) if args.resize in ("fixed", None) else None
     return ImageProcessor(size=size, size_divisor=args.size_divisor)
 
 
