@@ -13,7 +13,7 @@ import segformer
 from segformer import cli
 from segformer.data.datasets import open_dataset
 from segformer.data.synthetic import write_synthetic
-from segformer.evaluation import IoUMetric
+from segformer.evaluation import IoUMetric, evaluate
 from segformer.protocol import default_stride, make_test_pipeline, predict_processor, resolve_window
 from segformer.training import TrainConfig, train
 
@@ -99,3 +99,19 @@ def test_cli_predict_slide_needs_no_stride(tmp_path, capsys):
                      str(tmp_path / "o"), "--mode", "slide", "--crop", "64", "--no-overlay"]) == 0
     assert np.asarray(Image.open(tmp_path / "o" / "a.png")).shape == (80, 80)
     capsys.readouterr()
+
+
+def test_save_best_keeps_the_best_evaluated_model(tmp_path):
+    data = write_synthetic(tmp_path / "data", num_train=4, num_val=2, min_size=24, max_size=32)
+    run = tmp_path / "run"
+    config = TrainConfig(model="segformer-b0", model_args=dict(TINY), data=str(data), crop_size=(32, 32),
+                         batch_size=2, iters=6, lr=3e-3, eval_interval=2, num_workers=0, progress=False,
+                         out=str(run), save_best="mIoU")
+    train(config)
+    scores = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    scores = [r for r in scores if "mIoU" in r]
+    best = json.loads((run / "best" / "metrics.json").read_text())
+    assert len(scores) == 3 and best["mIoU"] == max(r["mIoU"] for r in scores)
+    assert best["iteration"] == next(r["iter"] for r in scores if r["mIoU"] == best["mIoU"])
+    result = evaluate(segformer.load_model(run / "best"), open_dataset(data, "val"), progress=False)
+    assert abs(result["mIoU"] - best["mIoU"]) <= 0.01

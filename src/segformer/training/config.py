@@ -26,6 +26,7 @@ OPTIMIZERS = ("adamw", "sgd")
 AMP_MODES = ("none", "bf16", "fp16")
 NO_DECAY_RULES = ("model", "mmseg", "none")
 EVAL_MODES = ("whole", "slide")
+BEST_METRICS = ("mIoU", "aAcc", "mAcc")
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,7 @@ class TrainConfig:
     log_interval: int = 50
     checkpoint_interval: int | None = None  # None: as eval_interval (iters at least)
     keep_checkpoints: int = 3  # the newest N; 0 keeps all
+    save_best: str | None = None  # "mIoU" | "aAcc" | "mAcc": keep the best-scoring model in best/
     seed: int = 0
     device: str | None = None  # None: cuda if available, else cpu
     out: str | None = None  # run directory
@@ -94,6 +96,8 @@ class TrainConfig:
         _choice("amp", self.amp, AMP_MODES)
         _choice("no_decay", self.no_decay, NO_DECAY_RULES)
         _choice("eval_mode", self.eval_mode, EVAL_MODES)
+        if self.save_best is not None:
+            _choice("save_best", self.save_best, BEST_METRICS)
         for name in ("iters", "batch_size", "grad_accum", "log_interval", "checkpoint_interval"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -158,6 +162,8 @@ KEY_HELP = {
     "log_interval": "write the mean loss, lr and speed to log.jsonl every N steps",
     "checkpoint_interval": "write checkpoints/iter_N.pt every N steps; null: as eval_interval (iters when that is 0)",
     "keep_checkpoints": "keep the newest N checkpoints; 0 keeps all",
+    "save_best": "mIoU, aAcc or mAcc: after every evaluation, keep the best-scoring model so far in best/ "
+                 "(with best/metrics.json); null: off",
     "seed": "seed of weights, data order and augmentation",
     "device": "cpu, cuda, cuda:1, ...; null: cuda if available, else cpu",
     "out": "run directory",

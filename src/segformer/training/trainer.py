@@ -55,10 +55,10 @@ from .pretrained import build_model
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("config.yaml", "log.jsonl", "checkpoints", "final", "metrics.json", "plots")
+RUN_FILES = ("config.yaml", "log.jsonl", "checkpoints", "final", "metrics.json", "plots", "best")
 # Fields that do not change what is computed: they may differ between a run and its resumption.
 RESUME_FREE = {"out", "num_workers", "progress", "log_interval", "eval_interval", "checkpoint_interval",
-               "keep_checkpoints", "device", "data"}
+               "keep_checkpoints", "device", "data", "save_best"}
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -383,6 +383,21 @@ class Trainer:
         self._log({"iter": iteration, **json_safe(summary)})
         if self.dist.is_main:
             log.info("iteration %d: aAcc %.2f  mIoU %.2f  mAcc %.2f", iteration, *summary.values())
+            self._keep_best(iteration, summary)
+
+    def _keep_best(self, iteration: int, summary: dict) -> None:
+        """`save_best`: write the model to best/ when this evaluation beats the best so far (best/metrics.json
+        holds that score, so a resumed run keeps comparing against it)."""
+        metric = self.config.save_best
+        if metric is None or math.isnan(summary[metric]):
+            return
+        record = self.run_dir / "best" / "metrics.json"
+        if record.is_file() and json.loads(record.read_text())[metric] >= summary[metric]:
+            return
+        self._write_model(self.run_dir / "best")
+        atomic_write_text(record, json.dumps({"iteration": iteration, **summary}, indent=2) + "\n")
+        log.info("iteration %d: best %s so far (%.2f), model in %s", iteration, metric, summary[metric],
+                 self.run_dir / "best")
 
     def _write_results(self, metrics: dict) -> None:
         if self.pose:
@@ -390,12 +405,7 @@ class Trainer:
         else:
             payload = self._segmentation_results(metrics)
         write_json(self.run_dir / "metrics.json", payload, overwrite=True)
-        final = self.run_dir / "final"
-        if isinstance(self.core, SegmentationModel):
-            self.core.save_pretrained(final, overwrite=True)
-        else:  # any other model: its weights alone
-            weights = {k: v.detach().contiguous().cpu() for k, v in self.core.state_dict().items()}
-            atomic_dir(final, lambda tmp: save_file(weights, str(tmp / "model.safetensors")), overwrite=True)
+        self._write_model(self.run_dir / "final")
         save_plots(self.run_dir)
 
     def _segmentation_results(self, metrics: dict) -> dict:
@@ -403,6 +413,13 @@ class Trainer:
         return {"iteration": self.config.iters, "aAcc": metrics["aAcc"], "mIoU": metrics["mIoU"],
                 "mAcc": metrics["mAcc"], "IoU": dict(zip(names, metrics["IoU"], strict=True)),
                 "Acc": dict(zip(names, metrics["Acc"], strict=True)), "num_images": metrics["num_images"]}
+
+    def _write_model(self, directory: Path) -> None:
+        if isinstance(self.core, SegmentationModel):
+            self.core.save_pretrained(directory, overwrite=True)
+        else:  # any other model: its weights alone
+            weights = {k: v.detach().contiguous().cpu() for k, v in self.core.state_dict().items()}
+            atomic_dir(directory, lambda tmp: save_file(weights, str(tmp / "model.safetensors")), overwrite=True)
 
 
 def train(config: TrainConfig, *, resume: str | Path | None = None, model: nn.Module | None = None,
