@@ -2,7 +2,6 @@
 lines when the output is not a terminal (a log file)."""
 
 import io
-import os
 import subprocess
 import sys
 
@@ -32,7 +31,7 @@ def test_models_columns_are_aligned(capsys):
 
 def test_progress_bars_become_plain_lines_in_a_log():
     log = io.StringIO()
-    stream = PlainLines(log)
+    stream = PlainLines(log, interval=0)
     for _ in tqdm(range(3), file=stream, mininterval=0, miniters=1, desc="work", ascii=True):
         pass
     stream.write("done\n")
@@ -41,13 +40,21 @@ def test_progress_bars_become_plain_lines_in_a_log():
     assert lines[0].startswith("work:   0%") and lines[-2].startswith("work: 100%") and lines[-1] == "done"
 
 
+def test_plain_lines_are_rate_limited_but_keep_the_last_status():
+    log = io.StringIO()
+    stream = PlainLines(log, interval=3600)
+    for _ in tqdm(range(50), file=stream, mininterval=0, miniters=1, desc="work", ascii=True):
+        pass
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("work:   0%") and lines[1].startswith("work: 100%|##########| 50/50")
+
+
 def test_the_cli_switches_to_plain_lines_only_off_a_terminal():
-    code = ("import sys, os; from segformer.cli.common import plain_progress_lines\n"
+    code = ("import sys; from segformer.cli.common import plain_progress_lines\n"
             "with plain_progress_lines():\n"
-            "    print(type(sys.stderr).__name__, os.environ.get('TQDM_MININTERVAL'))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={k: v for k, v in os.environ.items() if k != "TQDM_MININTERVAL"}).stdout
-    assert out.split() == ["PlainLines", "30.0"]
+            "    print(type(sys.stderr).__name__)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["PlainLines"]
     with plain_progress_lines():  # nested use does not wrap twice
         with plain_progress_lines():
             assert not isinstance(getattr(sys.stderr, "stream", None), PlainLines)

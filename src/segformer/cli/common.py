@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
+import math
 import sys
+import time
 from collections.abc import Iterator
 
 
@@ -66,18 +67,38 @@ def load_for_bench(spec: str, token_merging: str | None):
 
 
 class PlainLines(io.TextIOBase):
-    """A text stream that turns progress-bar redraws ("\\r" + status) into one plain line each, for logs."""
+    """A text stream for logs: progress-bar redraws ("\\r" + status) become one plain line at most every
+    `interval` seconds (and the last status before any other output or the bar's close); other text passes."""
 
-    def __init__(self, stream):
-        self.stream, self.at_line_start = stream, True
+    def __init__(self, stream, interval: float = 30.0):
+        self.stream, self.interval = stream, interval
+        self.pending: str | None = None
+        self.last, self.at_line_start = -math.inf, True
+
+    def _line(self, text: str) -> None:
+        self.stream.write(("" if self.at_line_start else "\n") + text + "\n")
+        self.at_line_start = True
+
+    def _flush_pending(self) -> None:
+        if self.pending is not None:
+            self._line(self.pending)
+            self.pending, self.last = None, time.monotonic()
 
     def write(self, text: str) -> int:
         if "\r" in text:
-            parts = [p.rstrip() for p in text.split("\r")]
-            text = "".join(("" if i == 0 else "\n") + p for i, p in enumerate(q for q in parts if q.strip()))
-            if text and not self.at_line_start:
-                text = "\n" + text
-        if text:
+            head, *statuses = [part.rstrip() for part in text.split("\r")]
+            if head.strip():
+                self._line(head)
+            statuses = [part for part in statuses if part.strip()]
+            if statuses:
+                self.pending = statuses[-1]
+            if time.monotonic() - self.last >= self.interval:
+                self._flush_pending()
+            return len(text)
+        if not text:
+            return 0
+        self._flush_pending()
+        if not (text == "\n" and self.at_line_start):
             self.stream.write(text)
             self.at_line_start = text.endswith("\n")
         return len(text)
@@ -91,17 +112,15 @@ class PlainLines(io.TextIOBase):
 
 @contextlib.contextmanager
 def plain_progress_lines(seconds: float = 30.0) -> Iterator[None]:
-    """When stderr is not a terminal, progress bars write a plain line at most every `seconds` (tqdm's
-    TQDM_MININTERVAL, unless set) instead of carriage-return redraws that fill log files."""
+    """When stderr is not a terminal, progress bars write a plain line at most every `seconds` instead of
+    carriage-return redraws that fill log files."""
     if sys.stderr.isatty() or isinstance(sys.stderr, PlainLines):
         yield
         return
-    saved, interval = sys.stderr, os.environ.get("TQDM_MININTERVAL")
-    sys.stderr = PlainLines(saved)
-    os.environ.setdefault("TQDM_MININTERVAL", str(seconds))
+    saved = sys.stderr
+    sys.stderr = PlainLines(saved, seconds)
     try:
         yield
     finally:
+        sys.stderr._flush_pending()
         sys.stderr = saved
-        if interval is None:
-            os.environ.pop("TQDM_MININTERVAL", None)
