@@ -14,7 +14,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
         description="Train from a recipe YAML (see configs/), plain flags and --set key=value overrides (later wins). "
                     "The run directory (--out) gets config.yaml, log.jsonl, checkpoints/, final/ (loadable by "
                     "segformer.load_model), metrics.json and plots/. Multi-GPU or multi-process CPU: "
-                    "`torchrun --nproc-per-node N $(which segformer) train ...`; --batch-size is the global batch.")
+                    "`torchrun --nproc-per-node N $(which segformer) train ...`; --batch-size is the global batch. "
+                    "Keys left unset follow the run: warm-up 5%% of --iters, evaluation and checkpoints every fifth, "
+                    "workers from the CPUs; --list-keys prints every key with its default and meaning.")
     p.add_argument("config", nargs="?", help="recipe YAML (flat TrainConfig fields); optional")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (value parsed as YAML), e.g. --set amp=bf16 --set "
