@@ -199,12 +199,16 @@ class Segmenter:
     def close(self) -> None:
         self.batcher.stop()
 
+    def processor(self, mode: str) -> ImageProcessor:
+        """The --resize flags' processor, else the model's recorded test pipeline (segformer.predict's default)."""
+        return self.config.processor or predict_processor(self.model, mode)
+
     def warm_up(self, pool: Executor | None = None, concurrency: int = 1) -> None:
         """A forward pass on a full batch of the bundled example, then `concurrency` requests at once (in `pool`,
         one per thread), so that the first users do not pay for lazy initialisation and each thread reaches its
         working-set memory before the server is ready (with freed memory retained, RSS then stays flatter)."""
         rgb = decode_image(example_bytes(), self.config.max_pixels)
-        x = self.config.processor([rgb] * self.config.max_batch)["pixel_values"].to(self.config.device)
+        x = self.processor("whole")([rgb] * self.config.max_batch)["pixel_values"].to(self.config.device)
         run_model(self.model, x, self.config.dtype)
         work, opts = (self.segment, SegmentOptions()) if self.task == "segmentation" else (self.keypoints, None)
         requests = [(pool.submit if pool else _now)(work, example_bytes(), opts)
@@ -214,7 +218,7 @@ class Segmenter:
 
     def labels(self, rgb: np.ndarray, opts: SegmentOptions) -> np.ndarray:
         mode, crop, stride = resolve_window(self.model, opts.mode, opts.crop, opts.stride)
-        processor = self.config.processor or predict_processor(self.model, mode)
+        processor = self.processor(mode)
         return predict(self.batched, rgb, mode=mode, processor=processor, crop_size=crop, stride=stride,
                        scales=opts.scales, flip=opts.flip, dtype=self.config.dtype,
                        max_pixels=self.config.max_pixels)  # the server's own limit, already checked
@@ -274,7 +278,7 @@ class Segmenter:
             "task": self.task,
             "num_classes": self.num_classes, "classes": self.class_names,
             "palette": [[int(v) for v in rgb] for rgb in self.palette[:self.num_classes]],
-            "input": dataclasses.asdict(cfg.processor or predict_processor(self.model, "whole")),
+            "input": dataclasses.asdict(self.processor("whole")),
             "test_pipeline": recorded_pipeline(self.model), "token_merging": mc.to_dict().get("token_merging"),
             "dtype": cfg.dtype, "device": str(cfg.device),
             "batching": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms},
