@@ -22,8 +22,8 @@ from tqdm import tqdm
 from . import inference
 from .data.datasets import SegmentationDataset, TransformedDataset
 from .data.transforms import TestTransform
+from .protocol import make_test_pipeline, resolve_scale, resolve_window
 from .utils.distributed import is_initialized, rank_and_world
-from .protocol import make_test_pipeline, recorded_pipeline, resolve_window
 
 logger = logging.getLogger(__name__)
 
@@ -140,9 +140,7 @@ def evaluate(model: torch.nn.Module, dataset: SegmentationDataset, *, scale: tup
     if mode is not None and mode not in inference.MODES:
         raise ValueError(f"unknown inference mode {mode!r}; accepted: {', '.join(inference.MODES)}")
     mode, crop_size, stride = resolve_window(model, mode, crop_size, stride)
-    record = recorded_pipeline(model)
-    if scale is None:
-        scale = tuple(record["scale"]) if record and record.get("scale") else None if record else dataset.scale
+    scale = resolve_scale(model, scale, dataset.scale)
     rank, world = rank_and_world()
     param = next(model.parameters(), None)  # a runtime runner (segformer.runtimes) has none: CPU
     device = param.device if param is not None else torch.device("cpu")

@@ -56,6 +56,17 @@ def resolve_window(model, mode: str | None, crop_size: Sequence[int] | None,
     return mode, crop, tuple(stride)
 
 
+def resolve_scale(model, scale: Sequence[int] | None, dataset_scale: Sequence[int] | None) -> tuple | None:
+    """The evaluation's keep-ratio resize bound: the given one, else the recorded one (None: no resize), else
+    the dataset's recipe scale."""
+    if scale is not None:
+        return tuple(scale)
+    record = recorded_pipeline(model)
+    if record is None:
+        return tuple(dataset_scale) if dataset_scale is not None else None
+    return tuple(record["scale"]) if record.get("scale") else None
+
+
 def predict_processor(model, mode: str) -> ImageProcessor:
     """`predict`'s processor when none is given: the recorded keep-ratio resize (mmseg's test pipeline), else
     no resize for a sliding window, else Hugging Face's fixed 512 x 512."""

@@ -51,6 +51,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
     from ..data.datasets import open_dataset
     from ..evaluation import evaluate, first_input
+    from ..protocol import resolve_scale, resolve_window
     from ..utils.io import atomic_write_text
 
     crop, stride = parse_hw(args.crop, "--crop"), parse_hw(args.stride, "--stride")
@@ -69,10 +70,12 @@ def _run_eval(args: argparse.Namespace) -> int:
     if num_classes is not None and num_classes != dataset.num_classes:
         raise ValueError(f"model {args.model} predicts {num_classes} classes but dataset {args.data} has "
                          f"{dataset.num_classes}")
-    scale = tuple(args.scale) if args.scale else None
-    size = crop if args.mode == "slide" else tuple(first_input(dataset, scale).shape[-2:])
+    # Settings left out: the model's recorded test pipeline (resolved here, as a runtime runner may not carry it)
+    scale = resolve_scale(model, args.scale, dataset.scale)
+    mode, crop, stride = resolve_window(model, args.mode, crop, stride)
+    size = crop if mode == "slide" else tuple(first_input(dataset, scale).shape[-2:])
     model, dtype = choose_runtime(model, args.runtime, device=device, dtype=args.dtype, size=size)
-    options = dict(scale=scale, mode=args.mode, crop_size=crop, stride=stride, scales=args.scales, flip=args.flip,
+    options = dict(scale=scale, mode=mode, crop_size=crop, stride=stride, scales=args.scales, flip=args.flip,
                    dtype=dtype, num_workers=args.num_workers)
     if args.corruptions:
         settings = {"model": args.model, "data": str(args.data), "dataset": dataset.kind, "split": args.split,

@@ -111,7 +111,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     from ..data.palettes import get_class_names, get_palette
     from ..inference import check_options, collect_images, predict, shard
     from ..preprocess import MAX_PIXELS, to_rgb_array
-    from ..protocol import DEFAULT_CROP, default_stride
+    from ..protocol import DEFAULT_CROP, default_stride, predict_processor, resolve_window
     from ..visualize import render
 
     crop, stride = parse_hw(args.crop, "--crop"), parse_hw(args.stride, "--stride")
@@ -145,8 +145,10 @@ def _run_predict(args: argparse.Namespace) -> int:
         raise ValueError(f"model {args.model} has no segmentation head (task: {getattr(config, 'task', 'encoder')})")
     if config.num_classes > 65536:
         raise ValueError(f"model {args.model} has {config.num_classes} classes; PNG label maps hold at most 65536")
+    mode, crop, stride = resolve_window(model, args.mode, crop, stride)  # the model's recorded test pipeline
+    processor = processor or predict_processor(model, mode)
     model, dtype = choose_runtime(model, args.runtime, device=device, dtype=args.dtype,
-                                  size=forward_size(processor, args.mode, crop, jobs[0][0]))
+                                  size=forward_size(processor, mode, crop, jobs[0][0]))
     palette_name = None if args.palette == "auto" else args.palette
     palette = get_palette(config.num_classes, palette_name)
     names = config.class_names or get_class_names(config.num_classes, palette_name)
@@ -154,7 +156,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     for image, label_path, overlay_path in tqdm(mine, unit="image", disable=rank != 0, dynamic_ncols=True):
         try:
             rgb = to_rgb_array(image, max_pixels)
-            labels = predict(model, rgb, mode=args.mode, processor=processor, crop_size=crop, stride=stride,
+            labels = predict(model, rgb, mode=mode, processor=processor, crop_size=crop, stride=stride,
                              scales=args.scales, flip=args.flip, dtype=dtype, batch_size=args.batch_size)
             _save_png(labels, label_path)
             if overlay_path is not None:
