@@ -23,8 +23,9 @@ def test_dataset_palettes_and_names():
 
 
 def test_palette_errors_name_what_is_accepted():
-    with pytest.raises(ValueError, match=r"unknown palette 'voc'; accepted: ade20k, cityscapes, generated"):
-        get_palette(5, "voc")
+    with pytest.raises(ValueError, match=r"unknown palette 'nope'; accepted: ade20k, cityscapes, coco_stuff, "
+                       r"pascal_context, pascal_context_59, voc, generated"):
+        get_palette(5, "nope")
     with pytest.raises(ValueError, match="the cityscapes palette has 19 colours, too few for 20 classes"):
         get_palette(20, "cityscapes")
     with pytest.raises(ValueError, match="num_classes must be >= 1"):
