@@ -55,6 +55,7 @@ $(MMPOSE_VENV)/.installed:
 	$(MMPOSE_VENV)/bin/python -m pip install -q --no-deps mmpose==1.3.2 mmdet==3.2.0
 	$(MMPOSE_VENV)/bin/python -m pip install -q --no-deps --no-build-isolation --no-binary xtcocotools \
 		xtcocotools==1.14.3
+	touch $@
 
 # imagecorruptions 1.1.2 as the oracle of segformer.corruptions (tests/test_corruptions.py); never imported by the
 # package. It needs numpy < 2 (np.float_), setuptools < 81 (pkg_resources) and OpenCV; scikit-image 0.19, the last
