@@ -235,9 +235,9 @@ def test_coco_keypoint_ap(tmp_path):
 
     ds = open_keypoints(write_synthetic_pose(tmp_path / "s", num_train=1, num_val=6), "val")
     perfect = [(inst, inst.keypoints, np.ones(17, np.float32)) for inst in ds.instances]
-    assert keypoint_ap(ds, perfect)["AP"] == pytest.approx(100.0)
+    assert keypoint_ap(ds, perfect, (48, 64))["AP"] == pytest.approx(100.0)
     off = [(inst, inst.keypoints + 15.0, np.ones(17, np.float32)) for inst in ds.instances]
-    assert keypoint_ap(ds, off)["AP"] < 50
+    assert keypoint_ap(ds, off, (48, 64))["AP"] < 50
 
 
 def test_mmengine_checkpoint_with_numpy_meta_loads(pose_model, tmp_path):

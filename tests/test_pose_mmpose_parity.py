@@ -8,6 +8,7 @@ assembles the same head from MMPose/mmcv parts (both give identical outputs on t
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -17,7 +18,11 @@ import torch
 
 from helpers import ROOT, mmpose_oracle
 from segformer.checkpoints import mmpose
+from segformer.coco_eval import coco_detections, keypoint_ap
+from segformer.data.keypoints import COCO_KEYPOINTS, COCO_UPPER_BODY, KeypointMeta, PersonInstance, open_keypoints
 from segformer.data.pose_codec import HeatmapCodec, flip_heatmaps, warp_matrix
+from segformer.data.pose_transforms import AugmentDraws, PoseTrainTransform, crop_window, warp_image
+from segformer.data.synthetic_pose import figure
 from segformer.models import create_model
 from segformer.pose_evaluation import pck_accuracy
 from segformer.training.config import load_config
@@ -39,6 +44,60 @@ def _heatmaps(rng: np.random.Generator) -> np.ndarray:
     maps[1, 0] = -np.abs(maps[1, 0]) - 0.1
     maps[1, 1] = 0.5
     return maps.astype(np.float32)
+
+
+def _coco_case(folder, rng: np.random.Generator) -> dict:
+    """A COCO keypoint file (persons of 1-4 per image, some nearly coinciding so that OKS-NMS has work, a crowd and
+    an unlabelled one), and predictions: ground truth + noise of varied size, random keypoint scores."""
+    images, anns = [], []
+    for img in range(1, 11):
+        images.append({"id": img, "file_name": f"{img}.png", "width": 400, "height": 300})
+        for j in range(int(rng.integers(1, 5))):
+            joints = figure(rng, rng.uniform([80, 140], [320, 180]), rng.uniform(60, 220))
+            if j == 1 and img % 3 == 0:  # a near-duplicate of the first person: the two predictions overlap
+                joints = np.array(anns[-1]["keypoints"]).reshape(17, 3)[:, :2] + rng.normal(0, 1.5, (17, 2))
+            vis = np.where(rng.random(17) < 0.15, 0, 2)
+            lo, hi = joints[vis > 0].min(0) - 5, joints[vis > 0].max(0) + 5
+            anns.append({"id": 100 * img + j, "image_id": img, "category_id": 1, "iscrowd": 0,
+                         "area": float(np.prod(hi - lo) * 0.6), "bbox": [*lo.tolist(), *(hi - lo).tolist()],
+                         "num_keypoints": int((vis > 0).sum()),
+                         "keypoints": np.concatenate([joints, vis[:, None]], 1).reshape(-1).tolist()})
+    anns += [{**anns[0], "id": 9001, "iscrowd": 1}, {**anns[1], "id": 9002, "num_keypoints": 0, "keypoints": [0] * 51}]
+    coco = {"images": images, "annotations": anns, "categories": [
+        {"id": 1, "name": "person", "keypoints": list(COCO_KEYPOINTS), "skeleton": []}]}
+    (folder / "annotations").mkdir()
+    (folder / "annotations" / "val.json").write_text(json.dumps(coco))
+    ds = open_keypoints(folder, "val")
+    noise = rng.uniform(0.5, 15, (len(ds), 1, 1))
+    scores = rng.uniform(0, 1, (len(ds), 17)).astype(np.float32)
+    scores[2] *= 0.19  # no keypoint above 0.2: the person scores 0
+    return dict(coco_ann_file=np.array(str(ds.annotation_file)),
+                coco_ids=np.array([i.annotation_id for i in ds.instances]),
+                coco_img_ids=np.array([i.image_id for i in ds.instances]),
+                coco_keypoints=np.stack([i.keypoints for i in ds.instances]) + rng.normal(0, 1, (len(ds), 17, 2))
+                * noise, coco_scores=scores,
+                coco_bbox_scales=np.stack([crop_window(i.box, (144, 192))[1] for i in ds.instances]))
+
+
+DRAWS = [AugmentDraws(), AugmentDraws(flip=True), AugmentDraws(True, False, True, (0.05, -0.08), 1.2, 30.0),
+         AugmentDraws(False, True, True, (0.0, 0.0), 0.8, -45.0),
+         AugmentDraws(True, True, False, (-0.1, 0.03), 1.3, 70.0),  # flipped lower half body
+         AugmentDraws(False, False, True, (0.12, 0.1), 0.6, 10.0),
+         AugmentDraws(True, True, True, (0.0, 0.0), 1.5, -80.0)]
+
+
+def _augment_case(rng: np.random.Generator) -> dict:
+    """An image (smooth colours + noise + a stick figure), one person and the draws of each case."""
+    yy, xx = np.mgrid[:200, :260]
+    smooth = np.stack([xx * 0.9, yy * 1.1, (xx + yy) * 0.5], -1) + rng.normal(0, 20, (200, 260, 3))
+    joints = figure(rng, np.array([140.0, 115.0]), 150.0)
+    visible = np.ones(17, np.float32)
+    visible[[3, 14]] = 0
+    box = np.concatenate([joints.min(0) - 8, joints.max(0) + 8]).astype(np.float32)
+    return dict(aug_image=np.clip(smooth, 0, 255).astype(np.uint8), aug_box=box, aug_keypoints=joints,
+                aug_visible=visible, aug_upper_ids=np.array(COCO_UPPER_BODY),
+                aug_draws=np.array([[d.flip, d.half_body, d.prefer_upper, *d.shift, d.scale, d.rotation]
+                                    for d in DRAWS], dtype=np.float64))
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +122,7 @@ def oracle(tmp_path_factory):
                   head_input_hw=np.array([96, 72]), warp_center=rng.uniform(0, 500, (6, 2)),
                   warp_scale=rng.uniform(30, 400, (6, 2)), warp_rot=rng.uniform(-80, 80, 6),
                   sched_epochs=np.array(210), sched_epoch_len=np.array(7))
+    inputs.update(_coco_case(folder, rng), **_augment_case(rng))
     np.savez(folder / "in.npz", **inputs)
     script = ROOT / "tests" / "oracles" / "mmpose_oracle.py"
     cmd = [python, str(script), str(folder / "in.npz"), str(folder / "out.npz")]
@@ -133,3 +193,43 @@ def test_recipe_schedule_is_what_mmengine_ran(oracle):
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=config.lr)
     schedule = LRSchedule(opt, len(reference), config.warmup_iters, config.warmup_ratio, config.power, config.min_lr)
     np.testing.assert_allclose([schedule.lr_at(t, config.lr) for t in range(len(reference))], reference, rtol=1e-9)
+
+
+@pytest.mark.parametrize("mmpose_default", [True, False])
+def test_coco_keypoint_ap_matches_mmpose_coco_metric(oracle, mmpose_default):
+    """Our AP pipeline (rescoring + OKS-NMS, or neither) equals MMPose's CocoMetric (top-down defaults, or
+    score_mode "bbox" without NMS) on the same predictions, to 1e-4 AP points."""
+    pytest.importorskip("pycocotools")
+    inputs, out = oracle
+    ds = open_keypoints(inputs["coco_ann_file"].item().rsplit("/annotations/", 1)[0], "val")
+    results = list(zip(ds.instances, inputs["coco_keypoints"], inputs["coco_scores"]))
+    options = {} if mmpose_default else dict(score_keypoints=False, nms_thr=None)
+    ours = keypoint_ap(ds, results, (144, 192), **options)
+    name = "coco_default" if mmpose_default else "coco_plain"
+    np.testing.assert_allclose([ours[k] for k in ("AP", "AP50", "AP75", "AR")], 100 * out[name], atol=1e-4, rtol=0)
+    kept = len(coco_detections(results, 1, (144, 192), **options))
+    assert kept == int(out[f"{name}_kept"])
+    if mmpose_default:  # the case is a real one: NMS drops persons and rescoring moves AP
+        assert kept < len(results) and abs(out["coco_default"][0] - out["coco_plain"][0]) > 1e-3
+
+
+def test_train_augmentation_matches_mmpose(oracle):
+    """Flip (with the left/right swap), half body, box shift / scale / rotation with injected draws, then the
+    affine crop and the targets: keypoints within 1e-4 px, weights and heatmaps equal, the crop (PIL's float
+    bilinear here, cv2.warpAffine's fixed point there) within one grey level on under 0.1% of the pixels."""
+    inputs, out = oracle
+    meta = KeypointMeta()
+    inst = PersonInstance(None, inputs["aug_box"], inputs["aug_keypoints"].astype(np.float32), inputs["aug_visible"],
+                          1, 1, 0.0)
+    transform = PoseTrainTransform((144, 192), meta, sigma=3.0)
+    image = inputs["aug_image"]
+    for i, draws in enumerate(DRAWS):
+        matrix, keypoints, visible = transform.window(inst, image.shape[1], draws)
+        np.testing.assert_allclose(keypoints, out[f"aug_{i}_keypoints"], atol=1e-4, rtol=0, err_msg=str(draws))
+        heatmaps, weights = transform.codec.encode(keypoints, visible)
+        np.testing.assert_array_equal(weights, out[f"aug_{i}_weights"])
+        np.testing.assert_allclose(heatmaps, out[f"aug_{i}_heatmaps"], atol=1e-6, rtol=0)
+        crop = warp_image(image, matrix, (144, 192)).astype(np.int16)
+        diff = np.abs(crop - out[f"aug_{i}_crop"].astype(np.int16))
+        assert diff.max() <= 1 and (diff > 0).mean() < 1e-3  # cv2 quantises sample positions to 1/32 px
+    assert (out["aug_0_crop"] == 0).mean() > 0.02  # some windows reach past the image: the zero border is tested

@@ -8,11 +8,13 @@ that have any (MMPose's `keypoint_pck_accuracy`), in percent here.
 
 from __future__ import annotations
 
+import importlib.util
+
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from .data.keypoints import KeypointDataset
+from .data.keypoints import COCO_KEYPOINTS, KeypointDataset
 from .pose_inference import predict_batch
 
 
@@ -56,11 +58,17 @@ class PCKMetric:
         return out
 
 
+def coco_ap_available(dataset: KeypointDataset) -> bool:
+    """Whether COCO's keypoint AP can be computed on `dataset`: pycocotools installed, COCO's 17 keypoints."""
+    return dataset.meta.names == COCO_KEYPOINTS and importlib.util.find_spec("pycocotools") is not None
+
+
 def evaluate_pose(model: torch.nn.Module, dataset: KeypointDataset, *, input_size: tuple[int, int],
                   flip_test: bool = True, batch_size: int = 16, progress: bool = False,
-                  coco_ap: bool = False) -> dict:
+                  coco_ap: bool | None = None) -> dict:
     """PCK@0.1 and PCK@0.05 (percent) of a top-down pose model on the ground-truth boxes of `dataset`
-    (input_size (w, h)), with the flip test by default; `coco_ap=True` adds COCO's keypoint AP (pycocotools)."""
+    (input_size (w, h)), with the flip test by default, and COCO's keypoint AP (`coco_eval.keypoint_ap`):
+    `coco_ap=None` adds it when pycocotools is installed and the keypoints are COCO's 17, True requires it."""
     metric, results = PCKMetric(), []
     model.eval()
     indices = range(0, len(dataset), batch_size)
@@ -73,8 +81,8 @@ def evaluate_pose(model: torch.nn.Module, dataset: KeypointDataset, *, input_siz
                       np.stack([it.visible for it in items]), boxes)
         results += [(it, k, s) for it, k, s in zip(items, keypoints, scores)]
     out = metric.compute()
-    if coco_ap:
+    if coco_ap or (coco_ap is None and coco_ap_available(dataset)):
         from .coco_eval import keypoint_ap
 
-        out.update(keypoint_ap(dataset, results))
+        out.update(keypoint_ap(dataset, results, input_size))
     return out

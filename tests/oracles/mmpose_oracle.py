@@ -15,6 +15,11 @@ IN.npz holds the cases (every key optional except where a group needs it):
   head_in_channels (4,), head_keypoints, head_input_hw (2,) -> head_state_<key> (its random weights, named as the
       MMPose checkpoint stores them under `head.`), head_feat_<i> (random features), head_out (eval forward)
   warp_center (P, 2), warp_scale (P, 2), warp_rot (P,), input_size -> warp (P, 2, 3): get_warp_matrix
+  coco_ann_file (a COCO keypoint JSON), coco_ids, coco_img_ids (N,), coco_keypoints (N, K, 2), coco_scores (N, K),
+      coco_bbox_scales (N, 2) -> coco_default / coco_plain (AP, AP50, AP75, AR: CocoMetric with its top-down
+      defaults / with score_mode "bbox" and no NMS) and coco_*_kept (persons left after NMS)
+  aug_image (H, W, 3) uint8, aug_box (4,) xyxy, aug_keypoints (K, 2), aug_visible (K,), aug_upper_ids, flip_indices,
+      aug_draws (M, 7), input_size, sigma -> aug_<i>_{crop,keypoints,heatmaps,weights}: the training pipeline
   sched_epochs, sched_epoch_len -> sched_lr (epochs x epoch_len,): the lr each iteration trains with under the
       reference's LinearLR(0..500, 0.001) + MultiStepLR(begin 0, end 70, milestones 170/200, by epoch)
 
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -155,6 +161,67 @@ def schedule_case(data: dict, out: dict) -> None:
     out["sched_lr"] = np.array(lrs)
 
 
+def coco_metric_case(data: dict, out: dict) -> None:
+    """CocoMetric on top-down predictions, with its defaults (bbox_keypoint rescoring, OKS-NMS 0.9) and without."""
+    import tempfile
+
+    from mmpose.datasets.datasets.utils import parse_pose_metainfo
+    from mmpose.evaluation.metrics import CocoMetric
+
+    meta = parse_pose_metainfo(dict(from_file="configs/_base_/datasets/coco.py"))
+    samples = [dict(id=int(i), img_id=int(img), category_id=1,
+                    pred_instances=dict(keypoints=kp[None], keypoint_scores=sc[None]),
+                    gt_instances=dict(bbox_scores=np.ones(1, np.float32), bbox_scales=scale[None]))
+               for i, img, kp, sc, scale in zip(data["coco_ids"], data["coco_img_ids"], data["coco_keypoints"],
+                                                data["coco_scores"], data["coco_bbox_scales"])]
+    for name, kwargs in (("default", {}), ("plain", dict(score_mode="bbox", nms_mode="none"))):
+        with tempfile.TemporaryDirectory() as tmp:
+            metric = CocoMetric(ann_file=str(data["coco_ann_file"]), outfile_prefix=f"{tmp}/r", **kwargs)
+            metric.dataset_meta = meta
+            metric.process([], samples)
+            stats = metric.compute_metrics(metric.results)
+            out[f"coco_{name}"] = np.array([stats[k] for k in ("AP", "AP .5", "AP .75", "AR")])
+            out[f"coco_{name}_kept"] = np.array(len(json.loads(Path(f"{tmp}/r.keypoints.json").read_text())))
+
+
+def augment_case(data: dict, out: dict) -> None:
+    """GetBBoxCenterScale, RandomFlip, RandomHalfBody, RandomBBoxTransform (its draws injected), TopdownAffine
+    (cv2.warpAffine) and GenerateTarget(MSRAHeatmap) on one image, per case of aug_draws rows
+    (flip, half_body, prefer_upper, shift x, shift y, scale, rotation)."""
+    from mmpose.datasets.transforms import (
+        GenerateTarget,
+        GetBBoxCenterScale,
+        RandomBBoxTransform,
+        RandomFlip,
+        RandomHalfBody,
+        TopdownAffine,
+    )
+
+    w, h = (int(v) for v in data["input_size"])
+    upper = [int(i) for i in data["aug_upper_ids"]]
+    for i, (flip, half, upper_first, sx, sy, scale, rot) in enumerate(data["aug_draws"]):
+        box_transform = RandomBBoxTransform()
+        box_transform._get_transform_params = lambda n, sx=sx, sy=sy, scale=scale, rot=rot: (
+            np.array([[sx, sy]], np.float32), np.array([[scale]], np.float32), np.array([rot], np.float32))
+        steps = [GetBBoxCenterScale(padding=1.25), RandomFlip(prob=float(flip), direction="horizontal"),
+                 RandomHalfBody(prob=float(half), upper_prioritized_prob=float(upper_first)), box_transform,
+                 TopdownAffine(input_size=(w, h)),
+                 GenerateTarget(encoder=dict(type="MSRAHeatmap", input_size=(w, h), heatmap_size=(w // 4, h // 4),
+                                             sigma=float(data["sigma"])))]
+        image = data["aug_image"]
+        results = dict(img=image.copy(), img_shape=image.shape[:2], bbox=data["aug_box"][None].astype(np.float32),
+                       bbox_score=np.ones(1, np.float32), keypoints=data["aug_keypoints"][None].astype(np.float32),
+                       keypoints_visible=data["aug_visible"][None].astype(np.float32),
+                       flip_indices=[int(k) for k in data["flip_indices"]], upper_body_ids=upper,
+                       lower_body_ids=[k for k in range(len(data["aug_visible"])) if k not in upper])
+        for step in steps:
+            results = step(results)
+        out[f"aug_{i}_crop"] = results["img"]
+        out[f"aug_{i}_keypoints"] = results["transformed_keypoints"][0]
+        out[f"aug_{i}_heatmaps"] = results["heatmaps"]
+        out[f"aug_{i}_weights"] = results["keypoint_weights"][0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("input")
@@ -176,6 +243,10 @@ def main() -> None:
         warp_cases(data, out)
     if "sched_epochs" in data:
         schedule_case(data, out)
+    if "coco_ann_file" in data:
+        coco_metric_case(data, out)
+    if "aug_draws" in data:
+        augment_case(data, out)
     np.savez(args.output, **out)
 
 

@@ -30,7 +30,9 @@ def _add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scales", type=float, nargs="+", help="multi-scale test ratios, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
     p.add_argument("--flip", action="store_true", help="add horizontally flipped runs (test-time augmentation)")
     p.add_argument("--no-flip-test", action="store_true", help="pose models: skip the flip test (on by default)")
-    p.add_argument("--coco-ap", action="store_true", help="pose models: add COCO keypoint AP (needs pycocotools)")
+    p.add_argument("--coco-ap", action=argparse.BooleanOptionalAction, default=None,
+                   help="pose models: COCO keypoint AP (default: when pycocotools is installed and the keypoints "
+                        "are COCO's 17; --coco-ap requires it)")
     p.add_argument("--token-merging", help="SegFormer++ strategy: hq, fast, 2x2, downsample, or a YAML file")
     p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="autocast dtype")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
