@@ -8,6 +8,7 @@ errors that name the key and where it came from.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import logging
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from ..models.token_merging import resolve_token_merging
 from ..utils.io import atomic_write_text
 
 OPTIMIZERS = ("adamw", "sgd")
@@ -39,6 +41,9 @@ class TrainConfig:
     model: str = "segformer-b0"  # a zoo name (`segformer models`)
     model_args: dict = field(default_factory=dict)  # create_model overrides, e.g. {decoder_style: mmseg}
     pretrained: str | None = None  # hub id, directory or file: an encoder (e.g. nvidia/mit-b0) or a full model
+    # SegFormer++ token merging trained with (and evaluated with): a preset (hq, fast, 2x2, downsample), a strategy
+    # YAML file or its mapping {stages: [...], downsample: bool}; stored resolved (a preset name or the mapping)
+    token_merging: str | dict | None = None
     # Data
     data: str | None = None  # dataset root: ADE20K, Cityscapes or folder layout (detected)
     train_split: str = "train"
@@ -89,6 +94,10 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
+        if "token_merging" in (self.model_args or {}):
+            raise ValueError("model_args.token_merging: set token merging with the token_merging key "
+                             "(--token-merging), which training, evaluation and resume all follow")
+        self.token_merging = _resolve_merging(self.token_merging)
         hints = typing.get_type_hints(type(self))
         for f in dataclasses.fields(self):
             setattr(self, f.name, _coerce(f.name, getattr(self, f.name), hints[f.name]))
@@ -126,6 +135,8 @@ KEY_HELP = {
     "model": "zoo name, e.g. segformer-b0, setr-pup (`segformer models`)",
     "model_args": "create_model overrides, e.g. {decoder_style: mmseg, drop_path_rate: 0.1}",
     "pretrained": "encoder (e.g. nvidia/mit-b0) or full model: hub id, directory or file; null: random weights",
+    "token_merging": "SegFormer++ token merging to train (and evaluate) with: hq, fast, 2x2, downsample, a strategy "
+                     "YAML file or its mapping; recorded in final/; null: off",
     "data": "dataset root: ADE20K, Cityscapes or folder layout (images/<split>/, masks/<split>/, classes.txt)",
     "train_split": "split trained on",
     "val_split": "split evaluated on",
@@ -198,6 +209,17 @@ def resolve_run_length(config: TrainConfig) -> TrainConfig:
                                num_workers=workers)
 
 
+def _resolve_merging(value):
+    """A token merging strategy in its stored form (a preset name or the full mapping; a YAML file is read now,
+    so the run records what it trained with); a ValueError names the key otherwise."""
+    if value is None:
+        return None
+    try:
+        return resolve_token_merging(value).to_config_value()
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+
+
 def _choice(name: str, value: str, accepted: tuple[str, ...]) -> None:
     if value not in accepted:
         raise ValueError(f"{name} must be one of {', '.join(accepted)}; got {value!r}")
@@ -226,7 +248,11 @@ def _coerce(name: str, value, tp):
                 if type(None) in args:
                     return None
                 raise TypeError
-            return _coerce(name, value, next(a for a in args if a is not type(None)))
+            *others, last = [a for a in args if a is not type(None)]
+            for option in others:  # the first alternative that takes the value
+                with contextlib.suppress(ValueError):
+                    return _coerce(name, value, option)
+            return _coerce(name, value, last)
         if tp is bool:
             if isinstance(value, bool):
                 return value

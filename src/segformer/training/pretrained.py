@@ -19,6 +19,16 @@ from .config import TrainConfig
 
 log = logging.getLogger(__name__)
 
+def with_token_merging(model: nn.Module, strategy) -> nn.Module:
+    """`model` switched to SegFormer++ token merging `strategy` (None: off); only SegFormers merge tokens."""
+    if isinstance(model, SegFormer):
+        model.set_token_merging(strategy)
+    elif strategy is not None:
+        raise ValueError(f"token_merging: a {type(model).__name__} has no token merging (SegFormer++ changes the "
+                         "attention of SegFormer's MiT encoder)")
+    return model
+
+
 def build_model(config: TrainConfig) -> nn.Module:
     """`create_model(config.model, num_classes=..., **config.model_args)`, filled from `config.pretrained`."""
     args = {**config.model_args, "num_classes": config.num_classes} if config.num_classes else dict(config.model_args)

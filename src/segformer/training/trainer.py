@@ -51,7 +51,7 @@ from .optim import build_optimizer, build_schedule
 from .plots import read_log_records, save_plots
 from .pose import evaluate as evaluate_pose
 from .pose import is_pose, open_pose_datasets, pose_transform
-from .pretrained import build_model
+from .pretrained import build_model, with_token_merging
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,10 @@ def _check_run_dir(config: TrainConfig, resume, overwrite: bool) -> Path:
         raise FileExistsError(f"run directory {run_dir} already holds a run ({', '.join(taken)}); pass --resume "
                               f"to continue it, --overwrite to start it over, or choose another --out")
     return run_dir
+
+
+def _merging_name(value: str | dict) -> str:
+    return value if isinstance(value, str) else "custom (config.yaml)"
 
 
 def _to_device(labels, device: torch.device):
@@ -162,15 +166,19 @@ class Trainer:
                 f"scale {list(c.scale)} x {list(c.ratio_range)}; {c.iters} iterations of batch {c.batch_size}, "
                 f"{c.optimizer} lr {c.lr:g} (heads x{c.head_lr_mult:g}), warm-up {c.warmup_iters}, poly {c.power:g}; "
                 f"evaluation every {c.eval_interval or c.iters} ({c.eval_mode}{window}), checkpoints every "
-                f"{c.checkpoint_interval}; {c.num_workers} workers, device {self.device}, amp {c.amp}; "
-                f"`segformer train --list-keys` lists every setting")
+                f"{c.checkpoint_interval}; {c.num_workers} workers, device {self.device}, amp {c.amp}"
+                + (f", token merging {_merging_name(c.token_merging)}" if c.token_merging else "") + "; "
+                "`segformer train --list-keys` lists every setting")
 
     def _place_model(self, model: nn.Module | None, train_set) -> None:
         """`self.core` (the model, on the device, named for the data's classes) and `self.model` (what training
         calls: its forward with auxiliary outputs, under DistributedDataParallel with several processes)."""
-        if model is None:
+        built = model is None
+        if built:
             saved = (self.checkpoint or {}).get("model_config")
             model = model_from_config(saved) if saved else build_model(self.config)
+        if built or self.config.token_merging is not None:  # the config's merging, on resume too (as every key)
+            model = with_token_merging(model, self.config.token_merging)
         if isinstance(model, SegmentationModel):
             if model.config.num_classes != train_set.num_classes:
                 raise ValueError(f"the model predicts {model.config.num_classes} classes but the training data has "
