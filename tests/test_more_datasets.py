@@ -133,10 +133,35 @@ def test_layout_errors(tmp_path):
     assert len(open_dataset(trees["voc"], "aug")) == 2 and len(open_dataset(trees["voc"], "train")) == 4
 
 
-def test_coco_stuff_paper_recipe_loads():
+PAPER_RECIPES = json.loads((ROOT / "tests" / "fixtures" / "mmseg_paper_recipes.json").read_text())
+
+
+def test_every_paper_recipe_is_a_fixture_entry():
+    assert sorted(f"papers/{p.name}" for p in (ROOT / "configs" / "papers").glob("*.yaml")) == sorted(PAPER_RECIPES)
+
+
+@pytest.mark.parametrize("name", sorted(PAPER_RECIPES))
+def test_paper_recipe_matches_composed_mmseg_config(name):
+    """The papers' recipes (COCO-Stuff SegFormer, Pascal Context SETR) carry the numbers of an mmseg config of the
+    same model and schedule with mmseg's dataset pipeline and the paper's changes (tests/oracles/mmseg_recipes.py)."""
+    from segformer.models.zoo import model_config
     from segformer.training.config import load_config
 
-    cfg = load_config(ROOT / "configs" / "papers" / "segformer_b0_coco_stuff_512.yaml")
-    assert (cfg.iters, cfg.batch_size, cfg.lr, tuple(cfg.crop_size), tuple(cfg.scale)) == (
-        80000, 16, 6e-5, (512, 512), (2048, 512))
-    assert cfg.model == "segformer-b0" and cfg.data is None
+    mm, cfg = PAPER_RECIPES[name], load_config(ROOT / "configs" / name)
+    for key in ("optimizer", "lr", "weight_decay", "head_lr_mult", "power", "min_lr", "iters", "eval_interval",
+                "checkpoint_interval", "batch_size", "cat_max_ratio", "flip_prob", "eval_mode", "warmup_iters"):
+        assert getattr(cfg, key) == mm[key], key
+    assert [list(cfg.crop_size), list(cfg.scale), list(cfg.ratio_range)] == [mm["crop_size"], mm["scale"],
+                                                                              mm["ratio_range"]]
+    assert mm["scale"] == mm["test_scale"]
+    if cfg.eval_mode == "slide":
+        assert [list(cfg.eval_crop), list(cfg.eval_stride)] == [mm["eval_crop"], mm["eval_stride"]]
+    model = model_config(cfg.model, **{**cfg.model_args, "num_classes": cfg.num_classes or mm["num_classes"]})
+    assert model.num_classes == mm["num_classes"]
+    if mm["img_size"] is not None:  # SETR: the ViT grid of the crop, MLA head
+        assert list(model.encoder.img_size) == mm["img_size"] and model.decoder == "mla"
+        assert cfg.momentum == mm["momentum"]
+    else:
+        assert model.decoder_dim == mm["decode_channels"] and model.encoder.drop_path_rate == mm["drop_path_rate"]
+        assert list(cfg.betas) == mm["betas"] and cfg.warmup_ratio == mm["warmup_ratio"]
+    assert cfg.data is None
