@@ -10,6 +10,7 @@ from ..models.mit import MiTConfig
 from ..models.segmentor import SegFormerConfig
 from ..models.zoo import MIT_EPS
 from ..preprocess import IMAGENET_MEAN, IMAGENET_STD
+from .format import KeyFormat
 from .keymap import KeyMap, merge_pairs, reverse_fuse_order, split_pairs
 
 EPS = MIT_EPS["hf"]
@@ -92,6 +93,9 @@ def from_native(state_dict: dict[str, torch.Tensor], config: SegFormerConfig | N
     sd = LEGACY.from_native(split_pairs(sd, "kv", "k", "v"))
     with_head = config is not None
     return {(f"segformer.{k}" if with_head and k.startswith("encoder.") else k): v for k, v in sd.items()}
+
+
+FORMAT = KeyFormat("hf", "segformer", matches, to_native, from_native, eps=EPS)
 
 
 # transformers config.json key -> our config field ("encoder." = MiTConfig), as config_to_hf writes them.

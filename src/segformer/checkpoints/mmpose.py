@@ -10,6 +10,7 @@ import torch
 
 from ..models.segmentor import SegFormerConfig
 from . import mmseg
+from .format import KeyFormat
 
 EPS = mmseg.EPS
 # (MMPose head prefix, the mmseg decode-head prefix our mmseg converter reads)
@@ -46,3 +47,6 @@ def keypoint_names(meta: dict) -> list[str] | None:
     if isinstance(names, dict) and names:
         return [str(names[i]) for i in sorted(names)]
     return None
+
+
+FORMAT = KeyFormat("mmpose", "segformer", matches, to_native, from_native, eps=EPS, task="pose", names=keypoint_names)

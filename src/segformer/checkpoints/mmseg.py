@@ -9,6 +9,7 @@ import torch
 
 from ..models.segmentor import SegFormerConfig
 from ..models.zoo import MIT_EPS
+from .format import KeyFormat
 from .keymap import KeyMap
 
 EPS = MIT_EPS["mmseg"]
@@ -82,3 +83,6 @@ def from_native(state_dict: dict[str, torch.Tensor], config: SegFormerConfig | N
         key = key.replace("attn.attn.in_proj.", "attn.attn.in_proj_")
         out[key if key.startswith("decode_head.") or config is None else f"backbone.{key}"] = value
     return out
+
+
+FORMAT = KeyFormat("mmseg", "segformer", matches, to_native, from_native, eps=EPS)

@@ -8,6 +8,7 @@ import torch
 
 from ..models.segmentor import SegFormerConfig
 from ..models.zoo import MIT_EPS
+from .format import KeyFormat
 from .keymap import KeyMap, reverse_fuse_order
 
 EPS = MIT_EPS["nvlabs"]
@@ -43,7 +44,7 @@ def matches(keys: list[str]) -> bool:
 
 
 def to_native(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    sd = {k.removeprefix("backbone."): v for k, v in state_dict.items() if not k.startswith(UNUSED_PREFIXES)}
+    sd = {k.removeprefix("backbone."): v for k, v in state_dict.items()}
     out, unknown = KEYS.to_native(sd)
     if "decode_head.linear_fuse.weight" in out:
         out["decode_head.linear_fuse.weight"] = reverse_fuse_order(out["decode_head.linear_fuse.weight"])
@@ -62,3 +63,4 @@ def from_native(state_dict: dict[str, torch.Tensor], config: SegFormerConfig | N
     return {(k if k.startswith("decode_head.") or not segmentation else f"backbone.{k}"): v for k, v in sd.items()}
 
 
+FORMAT = KeyFormat("nvlabs", "segformer", matches, to_native, from_native, eps=EPS, unused=UNUSED_PREFIXES)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 
 from ..models.setr import SETRConfig
+from ..models.zoo import VIT_EPS
+from .format import KeyFormat
 from .keymap import KeyMap
 
 _LAYER = "layers.{b}."
@@ -69,3 +71,6 @@ def from_native(state_dict: dict[str, torch.Tensor], config: SETRConfig | None) 
         head = key.startswith(("neck.", "decode_head.", "auxiliary_head."))
         out[key if head or config is None else f"backbone.{key}"] = value
     return out
+
+
+FORMAT = KeyFormat("mmseg", "setr", matches, to_native, from_native, eps=VIT_EPS["mmseg"])

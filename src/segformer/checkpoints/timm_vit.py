@@ -6,11 +6,16 @@ Our ViT uses timm's module names, so the encoder maps by adding `encoder.`; the 
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
+from ..models.setr import SETRConfig
+from ..models.zoo import VIT_EPS
+from .format import KeyFormat
 from .keymap import KeyMap
 
-# The ImageNet classifier: reported and dropped, never loaded.
+# The ImageNet classifier: reported and set aside, never loaded.
 CLASSIFIER_PREFIXES = ("head.", "pre_logits.", "fc_norm.")
 
 _BLOCK = "blocks.{b}."
@@ -32,13 +37,18 @@ def matches(keys: list[str]) -> bool:
     return "patch_embed.proj.weight" in keys and "pos_embed" in keys
 
 
-def to_native(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], list[str]]:
-    """(our encoder keys, unknown keys, classifier keys set aside)."""
-    classifier = [k for k in state_dict if k.startswith(CLASSIFIER_PREFIXES)]
-    native, unknown = KEYS.to_native({k: v for k, v in state_dict.items() if k not in classifier})
-    return native, unknown, classifier
+def to_native(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """(our encoder keys, unknown keys); the loader sets the classifier (`CLASSIFIER_PREFIXES`) aside first."""
+    return KEYS.to_native(state_dict)
 
 
-def from_native(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def from_native(state_dict: dict[str, torch.Tensor], config: SETRConfig | None) -> dict[str, torch.Tensor]:
     """timm keys for the encoder part of our state dict (heads, neck: not part of a timm ViT)."""
+    if config is not None:
+        warnings.warn("a timm ViT holds the encoder only: the SETR neck and heads are not written", stacklevel=3)
     return KEYS.from_native({k: v for k, v in state_dict.items() if k.startswith("encoder.")})
+
+
+FORMAT = KeyFormat("timm", "setr", matches, to_native, from_native, eps=VIT_EPS["timm"],
+                   unused=CLASSIFIER_PREFIXES,
+                   unused_note="ImageNet classifier tensors ignored (segmentation does not use them)")

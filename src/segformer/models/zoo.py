@@ -22,6 +22,8 @@ MIT_EPS = {
     "mmseg": dict(block_eps=1e-6, stage_eps=1e-6, patch_embed_eps=1e-6, sr_eps=1e-6),
 }
 MIT_EPS["mmpose"] = MIT_EPS["mmseg"]  # the SegFormer++ MMPose backbone is mmseg's MiT
+# ViT LayerNorm eps (ViTConfig.eps) of each reference's checkpoints: 1e-6 in timm's and in MMSegmentation's.
+VIT_EPS = {"timm": dict(eps=1e-6), "mmseg": dict(eps=1e-6)}
 _SETR_URL = "https://download.openmmlab.com/mmsegmentation/v0.5/setr/"
 # MMSegmentation's trained SETR checkpoints (not on the HF hub): download one, then `segformer.load_model(file)`.
 _SETR_WEIGHTS = {

@@ -11,13 +11,14 @@ import logging
 
 from torch import nn
 
-from ..checkpoints import load_model
+from ..checkpoints import fit_state_dict, load_model
 from ..models.mit import MixTransformer
 from ..models.segmentor import SegFormer
 from ..models.zoo import create_model, get_entry
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
+
 
 def with_token_merging(model: nn.Module, strategy) -> nn.Module:
     """`model` switched to SegFormer++ token merging `strategy` (None: off); only SegFormers merge tokens."""
@@ -41,27 +42,21 @@ def build_model(config: TrainConfig) -> nn.Module:
     if not isinstance(source, (SegFormer, MixTransformer)):
         raise ValueError(f"pretrained {config.pretrained} holds a {type(source).__name__}, which cannot start "
                          f"{config.model} (a SegFormer needs MiT weights)")
-    encoder_cfg = source.encoder.config if isinstance(source, SegFormer) else source.config
     model = create_model(config.model, **args)  # the zoo model defines the architecture; weights come from source
     sd = source.state_dict()
     if isinstance(source, MixTransformer):
         sd = {f"encoder.{k}": v for k, v in sd.items()}
     own = model.state_dict()
-    encoder = {k: v for k, v in sd.items() if k.startswith("encoder.")}
-    missing = [k for k in own if k.startswith("encoder.") and k not in encoder]
-    shapes = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in encoder.items()
-              if k in own and v.shape != own[k].shape]
-    if missing or shapes or len(encoder) > len([k for k in own if k.startswith("encoder.")]):
-        raise ValueError(f"pretrained {config.pretrained}: its encoder (embed dims {encoder_cfg.embed_dims}, "
-                         f"depths {encoder_cfg.depths}) does not fit {config.model} (embed dims "
-                         f"{model.encoder.config.embed_dims}, depths {model.encoder.config.depths})"
-                         + (f"; mis-shaped: {shapes[:3]}" if shapes else ""))
-    head = {k: v for k, v in sd.items() if k.startswith("decode_head.")}
-    own_head = {k: v for k, v in own.items() if k.startswith("decode_head.")}
-    if head.keys() == own_head.keys() and all(v.shape == own_head[k].shape for k, v in head.items()):
-        encoder.update(head)
-    else:
+    head_fits = {k for k in sd if k.startswith("decode_head.")} == {k for k in own if k.startswith("decode_head.")} \
+        and all(v.shape == own[k].shape for k, v in sd.items() if k.startswith("decode_head."))
+    try:
+        report = fit_state_dict(model, sd, fresh=() if head_fits else ("decode_head.",), source=config.pretrained)
+    except ValueError as exc:
+        theirs = source.encoder.config if isinstance(source, SegFormer) else source.config
+        raise ValueError(f"pretrained {config.pretrained}: its encoder (embed dims {theirs.embed_dims}, depths "
+                         f"{theirs.depths}) does not fit {config.model} (embed dims "
+                         f"{model.encoder.config.embed_dims}, depths {model.encoder.config.depths}): {exc}") from None
+    if report.fresh:
         log.info("pretrained %s: the decode head does not fit %s with %d classes; it starts fresh",
                  config.pretrained, config.model, model.config.num_classes)
-    model.load_state_dict(encoder, strict=False)
     return model
