@@ -4,6 +4,8 @@ test_pose_mmpose_parity.py; learning in test_pose_training.py."""
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import warnings
 from pathlib import Path
@@ -197,6 +199,9 @@ def test_cli_synth_eval_predict(tmp_path, capsys, pose_model):
                  "--json", str(tmp_path / "e.json")]) == 0
     out = capsys.readouterr().out
     assert "PCK@0.1" in out and "PCK@0.05" in out
+    assert (" AP " in out) == (importlib.util.find_spec("pycocotools") is not None)  # AP when the extra is there
+    assert main(["eval", "--model", str(tmp_path / "m"), "--data", str(root), "--crop", "64", "48",
+                 "--no-coco-ap"]) == 0 and " AP " not in capsys.readouterr().out
     assert json.loads((tmp_path / "e.json").read_text())["settings"]["input_size"] == [64, 48]
     image = next((root / "images" / "val").iterdir())
     boxes = tmp_path / "boxes.json"
@@ -211,21 +216,34 @@ def test_cli_synth_eval_predict(tmp_path, capsys, pose_model):
     assert "--overwrite" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("variant", ["b0", "b1", "b2", "b3", "b4", "b5"])
-def test_pose_recipes_carry_the_reference_settings(variant):
-    """The SegFormer++ MMPose configs: AdamW 5e-4, wd 0.01 everywhere, 500-iteration warm-up from 0.001x, then
-    constant (test_pose_mmpose_parity checks that against MMEngine), batch 16, 210 epochs, sigma 3, 384x288."""
-    from segformer.training.config import load_config
+POSE_RECIPES = [f"segformer_b{i}_coco_pose_384x288" for i in range(6)] + ["segformer_b0_jbd_pose_640x480"]
 
-    cfg = load_config(ROOT / "configs" / f"segformer_{variant}_coco_pose_384x288.yaml")
+
+@pytest.mark.parametrize("recipe", POSE_RECIPES)
+def test_pose_recipes_carry_the_reference_settings(recipe):
+    """The SegFormer++ MMPose configs: AdamW 5e-4, wd 0.01 everywhere, 500-iteration warm-up from 0.001x, then
+    constant (test_pose_mmpose_parity checks that against MMEngine), batch 16, 210 epochs, sigma 3, drop-path 0.1,
+    flip test; COCO 288x384 (heatmaps 72x96), validated every epoch; JBD 480x640 (heatmaps 120x160), 20 keypoints,
+    every 10 epochs; both keep the best PCK@0.1 (save_best='PCK')."""
+    from segformer.training.config import load_config
+    from segformer.training.pretrained import build_model
+
+    cfg = load_config(ROOT / "configs" / f"{recipe}.yaml")
+    variant = recipe.split("_")[1]
     assert (cfg.model, cfg.pretrained) == (f"segformer-{variant}-pose", f"nvidia/mit-{variant}")
-    assert cfg.crop_size == (384, 288)
     assert (cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.betas, cfg.head_lr_mult, cfg.no_decay) == (
         "adamw", 5e-4, 0.01, (0.9, 0.999), 1.0, "none")
     assert (cfg.warmup_iters, cfg.warmup_ratio, cfg.power, cfg.batch_size, cfg.epochs) == (500, 0.001, 0.0, 16, 210)
-    assert (cfg.sigma, cfg.flip_test, cfg.flip_prob) == (3.0, True, 0.5)
-    jbd = load_config(ROOT / "configs" / "segformer_b0_jbd_pose_640x480.yaml")
-    assert jbd.crop_size == (640, 480) and jbd.model_args == {"num_keypoints": 20} and jbd.sigma == 3.0
+    assert (cfg.sigma, cfg.flip_test, cfg.flip_prob, cfg.save_best, cfg.eval_interval) == (
+        3.0, True, 0.5, "PCK@0.1", None)
+    jbd = "jbd" in recipe
+    assert (cfg.crop_size, cfg.eval_epochs) == (((640, 480), 10) if jbd else ((384, 288), 1))
+    assert cfg.model_args.get("num_keypoints", 17) == (20 if jbd else 17)
+    assert segformer.models.model_config(cfg.model, **cfg.model_args).encoder.drop_path_rate == 0.1
+    if variant == "b0":  # heatmaps at 1/4 of the input whatever the encoder
+        with torch.no_grad():
+            heatmaps = build_model(dataclasses.replace(cfg, pretrained=None)).eval()(torch.zeros(1, 3, *cfg.crop_size))
+        assert heatmaps.shape[1:] == ((20, 160, 120) if jbd else (17, 96, 72))
 
 
 def test_coco_keypoint_ap(tmp_path):
@@ -252,3 +270,20 @@ def test_mmengine_checkpoint_with_numpy_meta_loads(pose_model, tmp_path):
     torch.save({"state_dict": sd, "meta": meta}, tmp_path / "mmengine.pth")
     model = load_model(tmp_path / "mmengine.pth")
     assert model.config.task == "pose" and model.config.class_names == [f"joint_{i}" for i in range(17)]
+
+
+def test_skeleton_drawing():
+    """Links between confident joints are drawn in the side's colour (left orange, right blue); a joint below the
+    score threshold takes its links with it."""
+    from segformer.visualize import draw_keypoints
+
+    meta = KeypointMeta()
+    keypoints = np.zeros((1, 17, 2), np.float32)
+    keypoints[0, 5], keypoints[0, 7] = (20, 20), (20, 80)  # left shoulder -> left elbow: a vertical link at x 20
+    keypoints[0, 6], keypoints[0, 8] = (60, 20), (60, 80)  # right shoulder -> right elbow at x 60
+    scores = np.zeros((1, 17), np.float32)
+    scores[0, [5, 7, 6]] = 0.9  # the right elbow is not confident
+    picture = np.asarray(draw_keypoints(np.zeros((100, 100, 3), np.uint8), keypoints, scores, meta.skeleton,
+                                        meta.flip_indices))
+    assert tuple(picture[50, 20]) == (255, 128, 0)  # the left arm's link
+    assert picture[50, 60].sum() == 0 and tuple(picture[20, 60]) == (51, 153, 255)  # no right link, its joint

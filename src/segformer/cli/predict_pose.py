@@ -49,7 +49,7 @@ def run_pose_predict(args: argparse.Namespace, model, inputs: list) -> int:
     """Predict and draw every (image, relative output stem) input; returns the exit code (1 if any image failed)."""
     import torch
 
-    from ..data.keypoints import KeypointMeta
+    from ..data.keypoints import COCO_KEYPOINTS, KeypointMeta
     from ..pose_inference import predict_keypoints
     from ..preprocess import to_rgb_array
     from ..utils.io import atomic_write_text
@@ -63,7 +63,12 @@ def run_pose_predict(args: argparse.Namespace, model, inputs: list) -> int:
     height, width = (tuple(args.size) * 2)[:2] if args.size else DEFAULT_INPUT
     boxes = read_boxes(args.boxes, args.box_threshold) if args.boxes else {}
     names = model.config.class_names
-    meta = KeypointMeta(tuple(names)) if names and len(names) != 17 else KeypointMeta()
+    count = model.config.num_classes
+    if not names and count != 17 and not args.no_flip_test:
+        raise ValueError(f"model {args.model} predicts {count} keypoints without naming them: the flip test needs "
+                         f"their left/right pairs; pass --no-flip-test (keypoints are then drawn without a skeleton)")
+    names = names or (COCO_KEYPOINTS if count == 17 else [f"keypoint_{i}" for i in range(count)])
+    meta = KeypointMeta.from_category({"keypoints": list(names)})  # COCO's skeleton for COCO's names, else none
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device).eval()
     failed = 0

@@ -28,7 +28,7 @@ OPTIMIZERS = ("adamw", "sgd")
 AMP_MODES = ("none", "bf16", "fp16")
 NO_DECAY_RULES = ("model", "mmseg", "none")
 EVAL_MODES = ("whole", "slide")
-BEST_METRICS = ("mIoU", "aAcc", "mAcc")
+BEST_METRICS = ("mIoU", "aAcc", "mAcc", "PCK@0.1", "PCK@0.05", "AP")  # the last three: pose
 
 logger = logging.getLogger(__name__)
 
@@ -81,13 +81,14 @@ class TrainConfig:
     amp: str = "none"  # "none" | "bf16" (CPU or GPU) | "fp16" (GPU, with a gradient scaler)
     # Evaluation, logging, checkpoints
     eval_interval: int | None = None  # 0: only at the end; None: iters / 5, at most 16000
+    eval_epochs: int | None = None  # if set and eval_interval is not: eval_interval = N x (samples // batch_size)
     eval_mode: str = "whole"  # "whole" | "slide"
     eval_crop: tuple[int, int] | None = None  # slide window; None: crop_size
     eval_stride: tuple[int, int] | None = None  # None: 2/3 of the window
     log_interval: int = 50
     checkpoint_interval: int | None = None  # None: as eval_interval (iters at least)
     keep_checkpoints: int = 3  # the newest N; 0 keeps all
-    save_best: str | None = None  # "mIoU" | "aAcc" | "mAcc": keep the best-scoring model in best/
+    save_best: str | None = None  # "mIoU" | "aAcc" | "mAcc" (pose: "PCK@0.1" | "PCK@0.05" | "AP"): kept in best/
     seed: int = 0
     device: str | None = None  # None: cuda if available, else cpu
     out: str | None = None  # run directory
@@ -107,7 +108,7 @@ class TrainConfig:
         _choice("eval_mode", self.eval_mode, EVAL_MODES)
         if self.save_best is not None:
             _choice("save_best", self.save_best, BEST_METRICS)
-        for name in ("iters", "batch_size", "grad_accum", "log_interval", "checkpoint_interval"):
+        for name in ("iters", "batch_size", "grad_accum", "log_interval", "checkpoint_interval", "eval_epochs"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("num_workers", "eval_interval", "keep_checkpoints", "warmup_iters"):
@@ -170,13 +171,16 @@ KEY_HELP = {
     "class_weights": "cross-entropy weight per class; null: equal",
     "amp": "none, bf16 (CPU or GPU) or fp16 (GPU, with a gradient scaler)",
     "eval_interval": "evaluate every N steps (0: only at the end); null: iters / 5, at most 16000",
+    "eval_epochs": "evaluate every N epochs (the pose recipes): eval_interval = N x (training samples // batch_size) "
+                   "unless eval_interval is set",
     "eval_mode": "whole (one pass per image) or slide (eval_crop windows at eval_stride)",
     "eval_crop": "slide window [h, w]; null: crop_size",
     "eval_stride": "slide stride [h, w]; null: 2/3 of the window",
     "log_interval": "write the mean loss, lr and speed to log.jsonl every N steps",
     "checkpoint_interval": "write checkpoints/iter_N.pt every N steps; null: as eval_interval (iters when that is 0)",
     "keep_checkpoints": "keep the newest N checkpoints; 0 keeps all",
-    "save_best": "mIoU, aAcc or mAcc: after every evaluation, keep the best-scoring model so far in best/ "
+    "save_best": "mIoU, aAcc or mAcc (pose: PCK@0.1, PCK@0.05 or AP): after every evaluation, keep the "
+                 "best-scoring model so far in best/ "
                  "(with best/metrics.json); null: off",
     "seed": "seed of weights, data order and augmentation",
     "device": "cpu, cuda, cuda:1, ...; null: cuda if available, else cpu",

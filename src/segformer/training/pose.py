@@ -9,7 +9,7 @@ from torch import nn
 from ..data.keypoints import KeypointDataset, open_keypoints
 from ..data.pose_transforms import PoseTrainTransform
 from ..models.zoo import get_entry
-from ..pose_evaluation import evaluate_pose
+from ..pose_evaluation import coco_ap_available, evaluate_pose
 from .config import TrainConfig
 
 
@@ -35,7 +35,12 @@ def pose_transform(config: TrainConfig, dataset: KeypointDataset) -> PoseTrainTr
     return PoseTrainTransform(input_size(config), dataset.meta, sigma=config.sigma, flip_prob=config.flip_prob)
 
 
+def best_metrics(dataset: KeypointDataset) -> tuple[str, ...]:
+    """What a pose evaluation reports and `save_best` may name: PCK, and COCO AP where it is computed."""
+    return ("PCK@0.1", "PCK@0.05", "AP") if coco_ap_available(dataset) else ("PCK@0.1", "PCK@0.05")
+
+
 def evaluate(model: nn.Module, dataset: KeypointDataset, config: TrainConfig, progress: bool = False) -> dict:
-    """PCK@0.1 / PCK@0.05 on the ground-truth boxes (flip test per the config)."""
+    """PCK@0.1 / PCK@0.05 on the ground-truth boxes (flip test per the config), and COCO AP where available."""
     return evaluate_pose(model, dataset, input_size=input_size(config), flip_test=config.flip_test,
                          progress=progress)

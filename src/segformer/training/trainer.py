@@ -44,21 +44,21 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .config import TrainConfig, resolve_run_length, save_config
+from .config import BEST_METRICS, TrainConfig, resolve_run_length, save_config
 from .data import check_files, default_scale, open_datasets, train_loader
 from .losses import SegmentationLoss, TrainingForward
 from .optim import build_optimizer, build_schedule
 from .plots import read_log_records, save_plots
+from .pose import best_metrics, is_pose, open_pose_datasets, pose_transform
 from .pose import evaluate as evaluate_pose
-from .pose import is_pose, open_pose_datasets, pose_transform
 from .pretrained import build_model, with_token_merging
 
 log = logging.getLogger(__name__)
 
 RUN_FILES = ("config.yaml", "log.jsonl", "checkpoints", "final", "metrics.json", "plots", "best")
 # Fields that do not change what is computed: they may differ between a run and its resumption.
-RESUME_FREE = {"out", "num_workers", "progress", "log_interval", "eval_interval", "checkpoint_interval",
-               "keep_checkpoints", "device", "data", "save_best"}
+RESUME_FREE = {"out", "num_workers", "progress", "log_interval", "eval_interval", "eval_epochs",
+               "checkpoint_interval", "keep_checkpoints", "device", "data", "save_best"}
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -68,15 +68,26 @@ class NonFiniteLossError(RuntimeError):
 
 def resolve_config(config: TrainConfig, train_set) -> TrainConfig:
     """`config` with what the data and the run length decide filled in: class count, resize scale, slide
-    window, the iterations of `epochs` epochs, then warm-up, evaluation / checkpoint intervals and workers
-    (`resolve_run_length`)."""
+    window, the iterations of `epochs` and of `eval_epochs` epochs, then warm-up, evaluation / checkpoint
+    intervals and workers (`resolve_run_length`)."""
     scale = config.scale or default_scale(train_set, config.crop_size)
     crop = config.eval_crop or config.crop_size
     stride = config.eval_stride or (default_stride(crop) if config.eval_mode == "slide" else None)
-    iters = config.epochs * max(1, len(train_set) // config.batch_size) if config.epochs else config.iters
+    epoch = max(1, len(train_set) // config.batch_size)
+    iters = config.epochs * epoch if config.epochs else config.iters
+    interval = config.eval_epochs * epoch if config.eval_epochs and config.eval_interval is None \
+        else config.eval_interval
     return resolve_run_length(dataclasses.replace(
-        config, num_classes=train_set.num_classes, scale=scale, iters=iters,
+        config, num_classes=train_set.num_classes, scale=scale, iters=iters, eval_interval=interval,
+        eval_epochs=None,
         eval_crop=crop if config.eval_mode == "slide" else config.eval_crop, eval_stride=stride))
+
+
+def check_save_best(metric: str | None, reported: tuple[str, ...]) -> None:
+    """`save_best` must name a metric this run's evaluation reports."""
+    if metric is not None and metric not in reported:
+        raise ValueError(f"save_best: {metric!r} is not reported by this run's evaluation; choose one of "
+                         f"{', '.join(reported)}")
 
 
 def _check_run_dir(config: TrainConfig, resume, overwrite: bool) -> Path:
@@ -118,6 +129,7 @@ class Trainer:
             train_set, val_set = train_set or opened[0], val_set or opened[1]
         check_files(train_set)
         check_files(val_set)
+        check_save_best(config.save_best, best_metrics(val_set) if self.pose else BEST_METRICS[:3])
         self.config = config = resolve_config(config, train_set)
         self.train_set, self.val_set = train_set, val_set
         self.device, world = self.dist.device, self.dist.world_size
@@ -386,6 +398,8 @@ class Trainer:
             summary = {k: v for k, v in metrics.items() if k.startswith(("PCK", "AP"))}
             self._log({"iter": iteration, **summary})
             log.info("iteration %d: %s", iteration, "  ".join(f"{k} {v:.2f}" for k, v in summary.items()))
+            if self.dist.is_main:
+                self._keep_best(iteration, summary)
             return
         summary = {k: metrics[k] for k in ("aAcc", "mIoU", "mAcc")}
         self._log({"iter": iteration, **json_safe(summary)})
