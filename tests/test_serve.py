@@ -25,6 +25,7 @@ from segformer.visualize import overlay
 from serve_helpers import EXAMPLE, NUM_CLASSES, Server
 
 IMAGE = EXAMPLE.read_bytes()
+IMAGE_SIZE = Image.open(EXAMPLE).size
 
 
 def _png(image: Image.Image) -> bytes:
@@ -98,6 +99,8 @@ def test_model_health_metrics_and_page(server):
     status, info = server.json("GET", "/v1/model")
     assert status == 200 and info["num_classes"] == NUM_CLASSES and len(info["classes"]) == NUM_CLASSES
     assert info["input"]["size"] == [512, 512] and info["token_merging"] is None and info["limits"]["max_queue"] == 4
+    assert info["runtime"] == "torch" and info["runtime_choice"].startswith("runtime torch")  # conftest's default
+    assert "--runtime torch" in server.log.read_text()  # printed at start
     assert server.json("GET", "/healthz") == (200, {"status": "ok"})
     assert server.json("GET", "/readyz") == (200, {"status": "ready"})
     status, headers, page = server.request("GET", "/")
@@ -286,3 +289,23 @@ def test_pose_model_answers_keypoints(tmp_path):
                                np.concatenate([points, scores[..., None]], 2), atol=0.006)
     assert wrong.status_code == 400 and "/v1/keypoints" in wrong.json()["error"]
     assert bad.status_code == 400 and "x2 > x1" in bad.json()["error"]
+
+
+def test_onnxruntime_gives_the_torch_runtimes_label_map(served_model):
+    """`--runtime onnxruntime` (our ONNX export, run by onnxruntime) answers the label map of the PyTorch runtime."""
+    pytest.importorskip("onnxruntime", reason="the onnx extra is not installed")
+    from segformer.serve.engine import Segmenter, SegmentOptions, ServeConfig
+
+    answers = {}
+    for runtime in ("torch", "onnxruntime"):
+        segmenter = Segmenter(ServeConfig(model=str(served_model), runtime=runtime, max_batch=2))
+        try:
+            assert segmenter.describe()["runtime"] == runtime
+            answers[runtime] = segmenter.segment(IMAGE, SegmentOptions())[0]
+        finally:
+            segmenter.close()
+    labels = {k: np.asarray(Image.open(io.BytesIO(v))) for k, v in answers.items()}
+    assert labels["torch"].shape == (IMAGE_SIZE[1], IMAGE_SIZE[0]) and len(np.unique(labels["torch"])) > 1
+    np.testing.assert_array_equal(labels["onnxruntime"], labels["torch"])
+    with pytest.raises(ValueError, match="unknown runtime 'tensorrt'; accepted: auto, torch"):
+        ServeConfig(model=str(served_model), runtime="tensorrt")

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from ..runtimes.loading import load_source
 from ..utils.dtypes import DTYPE_NAMES
 from .common import parse_hw
 from .corruptions import add_corruption_args, check_outputs, run_corruptions
-from .runtimes import _add_runtime, choose_runtime, load_source
+from .runtimes import _add_runtime, choose_runtime
 
 
 def _add_eval(sub: argparse._SubParsersAction) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..runtimes.loading import load_source
 from ..utils.dtypes import DTYPE_NAMES
 from .common import add_resize_args, parse_hw, processor_from_args
-from .runtimes import _add_runtime, choose_runtime, forward_size, load_source
+from .runtimes import _add_runtime, choose_runtime, forward_size
 
 
 def _add_predict(sub: argparse._SubParsersAction) -> None:

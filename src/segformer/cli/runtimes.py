@@ -1,4 +1,4 @@
-"""`--runtime` for predict, eval and bench: load a model or an exported file and pick what runs it."""
+"""`--runtime` for predict, eval, bench and serve: load a model or an exported file and pick what runs it."""
 
 from __future__ import annotations
 
@@ -32,30 +32,10 @@ def forward_size(processor, mode: str, crop: tuple[int, int] | None, first_image
     return processor.resize_steps(height, width)[-1]
 
 
-def load_source(source: str, runtime: str, *, device: str, dtype: str, token_merging: str | None = None):
-    """Our PyTorch model (on `device`, eval mode), or the runner of an exported .onnx / .xml file."""
-    from .. import load_model
-    from ..runtimes import is_exported, load_runner
-
-    if not is_exported(source):
-        model = load_model(source, **({"token_merging": token_merging} if token_merging else {}))
-        return model.to(device).eval()
-    if device != "cpu":
-        raise ValueError(f"--model {source}: exported graphs run on the CPU here, not {device}")
-    if token_merging:
-        raise ValueError("--token-merging applies to PyTorch models, not to an exported graph")
-    return load_runner(source, runtime, dtype=dtype)
-
-
 def choose_runtime(model, runtime: str, *, device: str, dtype: str, size: tuple[int, int]):
-    """(module to run, autocast dtype) for a model from `load_source`, the choice printed. bfloat16 on a CPU
-    where it would be slower becomes float32 (with a warning)."""
-    from ..runtimes import RuntimeModel, autocast_dtype, select_runtime
+    """(module to run, autocast dtype) for a model from `load_source`, the choice printed."""
+    from ..runtimes.loading import prepare_runner
 
-    if isinstance(model, RuntimeModel):
-        print(f"runtime {model.runtime}: exported file ({model.description})", file=sys.stderr)
-        return model, "float32"
-    dtype = autocast_dtype(dtype, device, model, size)
-    runner, choice = select_runtime(model, size, runtime=runtime, device=device, dtype=dtype)
-    print(choice.describe(), file=sys.stderr)
-    return runner, dtype if choice.runtime == "torch" else "float32"
+    runner, dtype, choice = prepare_runner(model, runtime, device=device, dtype=dtype, size=size)
+    print(choice, file=sys.stderr)
+    return runner, dtype

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .common import add_resize_args
+from .runtimes import _add_runtime
 
 ENV_CONFIG = "SEGFORMER_SERVE_CONFIG"  # how --workers processes receive the settings
 
@@ -21,6 +22,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token-merging", help="SegFormer++ strategy: hq, fast, 2x2, downsample, or a YAML file")
     p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="autocast dtype")
     p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
+    _add_runtime(p)
     add_resize_args(p)
     p.add_argument("--max-batch", type=int, default=8, help="images per forward pass at most (1: no batching)")
     p.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits for more (default 10)")
@@ -39,7 +41,7 @@ def _config(args: argparse.Namespace):
     from ..serve.engine import ServeConfig
     from .common import processor_from_args
 
-    return ServeConfig(model=args.model, token_merging=args.token_merging, dtype=args.dtype,
+    return ServeConfig(model=args.model, token_merging=args.token_merging, dtype=args.dtype, runtime=args.runtime,
                        device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
                        processor=processor_from_args(args), max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                        max_queue=args.max_queue, max_pixels=int(args.max_pixels),
@@ -68,8 +70,9 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise ValueError(f"--workers must be >= 1, got {args.workers}")
     config = _config(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
-    print(f"segformer serve: http://{args.host}:{args.port}/ (model {args.model}, {args.workers} worker(s))",
-          flush=True)
+    print(f"segformer serve: http://{args.host}:{args.port}/ (model {args.model}, --runtime {args.runtime}, "
+          f"{args.workers} worker(s)); the runtime chosen is logged once the model has loaded, and shown by "
+          f"GET /v1/model", flush=True)
     # uvicorn finishes in-flight requests on SIGTERM, then raises the signal again: exit 0 for a clean stop.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     if args.workers == 1:

@@ -17,11 +17,12 @@ from importlib import resources
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ..checkpoints import load_model
 from ..data.palettes import get_class_names, get_palette
 from ..inference import check_options, predict, run_model
 from ..preprocess import ImageProcessor, to_rgb_array
 from ..protocol import DEFAULT_CROP, default_stride, predict_processor, recorded_pipeline, resolve_window
+from ..runtimes import RUNTIMES, runtime_of
+from ..runtimes.loading import load_source, prepare_runner
 from ..visualize import overlay
 from .batcher import BatchedModel, DynamicBatcher
 
@@ -47,6 +48,7 @@ class ServeConfig:
     token_merging: str | None = None
     dtype: str = "float32"
     device: str = "cpu"
+    runtime: str = "auto"  # auto, torch, onnxruntime or openvino: what runs the forward passes (see runtimes/)
     processor: ImageProcessor | None = None  # None: the model's recorded test pipeline (segformer.predict's default)
     max_batch: int = 8
     max_wait_ms: float = 10.0
@@ -58,6 +60,8 @@ class ServeConfig:
         for name in ("max_batch", "max_queue", "max_pixels", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.runtime not in ("auto", *RUNTIMES):
+            raise ValueError(f"unknown runtime {self.runtime!r}; accepted: auto, {', '.join(RUNTIMES)}")
         check_options(dtype=self.dtype, batch_size=self.max_batch)
 
 
@@ -179,7 +183,8 @@ class Segmenter:
 
     def __init__(self, config: ServeConfig, on_batch=None):
         self.config = config
-        model = load_model(config.model, **({"token_merging": config.token_merging} if config.token_merging else {}))
+        model = load_source(config.model, config.runtime, device=config.device, dtype=config.dtype,
+                            token_merging=config.token_merging)
         model_config = getattr(model, "config", None)
         self.task = getattr(model_config, "task", None)
         if self.task not in ("segmentation", "pose"):
@@ -188,13 +193,27 @@ class Segmenter:
         if model_config.num_classes > 65536:
             raise ValueError(f"model {config.model} has {model_config.num_classes} classes; PNG label maps hold at "
                              f"most 65536")
-        self.model, self.model_config = model.to(config.device).eval(), model_config
+        self.model, self.model_config = model, model_config
         self.num_classes = model_config.num_classes
         self.palette = get_palette(self.num_classes)
         self.class_names = list(model_config.class_names or get_class_names(self.num_classes))
-        self.batcher = DynamicBatcher(self.model, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
-                                      dtype=config.dtype, on_batch=on_batch).start()
+        self.runner, self.dtype, self.runtime_choice = self._runner()
+        log.info("%s", self.runtime_choice)
+        self.batcher = DynamicBatcher(self.runner, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
+                                      dtype=self.dtype, on_batch=on_batch).start()
         self.batched = BatchedModel(self.model, self.batcher).eval()
+
+    def _runner(self):
+        """(module that runs the forward passes, autocast dtype, the runtime choice in words): --runtime, probed
+        at the forward size of the bundled example ("auto"); pose models run on PyTorch."""
+        cfg = self.config
+        if self.task == "pose":
+            if cfg.runtime not in ("auto", "torch") or runtime_of(self.model) != "torch":
+                raise ValueError(f"model {cfg.model} is a pose model: it runs on PyTorch only (--runtime torch)")
+            return self.model, cfg.dtype, "runtime torch: pose models run on PyTorch"
+        height, width = decode_image(example_bytes(), cfg.max_pixels).shape[:2]
+        size = self.processor("whole").resize_steps(height, width)[-1]
+        return prepare_runner(self.model, cfg.runtime, device=cfg.device, dtype=cfg.dtype, size=size)
 
     def close(self) -> None:
         self.batcher.stop()
@@ -209,7 +228,7 @@ class Segmenter:
         working-set memory before the server is ready (with freed memory retained, RSS then stays flatter)."""
         rgb = decode_image(example_bytes(), self.config.max_pixels)
         x = self.processor("whole")([rgb] * self.config.max_batch)["pixel_values"].to(self.config.device)
-        run_model(self.model, x, self.config.dtype)
+        run_model(self.runner, x, self.dtype)
         work, opts = (self.segment, SegmentOptions()) if self.task == "segmentation" else (self.keypoints, None)
         requests = [(pool.submit if pool else _now)(work, example_bytes(), opts)
                     for _ in range(concurrency if pool else 1)]
@@ -220,7 +239,7 @@ class Segmenter:
         mode, crop, stride = resolve_window(self.model, opts.mode, opts.crop, opts.stride)
         processor = self.processor(mode)
         return predict(self.batched, rgb, mode=mode, processor=processor, crop_size=crop, stride=stride,
-                       scales=opts.scales, flip=opts.flip, dtype=self.config.dtype,
+                       scales=opts.scales, flip=opts.flip, dtype=self.dtype,
                        max_pixels=self.config.max_pixels)  # the server's own limit, already checked
 
     def segment(self, data: bytes, opts: SegmentOptions) -> tuple[bytes, str, float]:
@@ -280,7 +299,8 @@ class Segmenter:
             "palette": [[int(v) for v in rgb] for rgb in self.palette[:self.num_classes]],
             "input": dataclasses.asdict(self.processor("whole")),
             "test_pipeline": recorded_pipeline(self.model), "token_merging": mc.to_dict().get("token_merging"),
-            "dtype": cfg.dtype, "device": str(cfg.device),
+            "dtype": self.dtype, "device": str(cfg.device),
+            "runtime": runtime_of(self.runner), "runtime_choice": self.runtime_choice,
             "batching": {"max_batch": cfg.max_batch, "max_wait_ms": cfg.max_wait_ms},
             "limits": {"max_pixels": cfg.max_pixels, "max_body_bytes": cfg.max_body_bytes,
                        "max_queue": cfg.max_queue},
