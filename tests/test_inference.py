@@ -17,7 +17,9 @@ import segformer
 from helpers import run_oracle
 from segformer import inference
 from segformer.cli import main
-from segformer.inference import multiscale, predict, run_model, shard, slide, whole, window_starts
+from segformer.cli.files import shard
+from segformer.inference import multiscale, predict, run_model, slide, whole, window_starts
+from segformer.inference.labels import argmax_at
 from segformer.preprocess import ImageProcessor
 
 
@@ -138,7 +140,7 @@ def test_whole_mode_labels_equal_transformers_post_processing(tmp_path, monkeypa
             outputs = ref(**processor(images=image, return_tensors="pt"))
         expected = processor.post_process_semantic_segmentation(outputs, target_sizes=[image.shape[:2]])[0]
         assert np.array_equal(predict(ours, image), expected.numpy())
-        monkeypatch.setattr(inference, "_CHUNK_BYTES", 1)  # one class at a time: still the same labels
+        monkeypatch.setattr(inference.labels, "_CHUNK_BYTES", 1)  # one class at a time: still the same labels
         assert np.array_equal(predict(ours, image), expected.numpy())
         monkeypatch.undo()
 
@@ -197,10 +199,10 @@ def test_predict_resizes_back_to_the_original_size_like_mmseg():
 def test_chunked_argmax_of_several_runs_equals_the_full_softmax_mean(monkeypatch):
     gen = torch.Generator().manual_seed(0)
     sources = [(torch.randn(1, 7, 13, 17, generator=gen), False), (torch.randn(1, 7, 20, 31, generator=gen), True)]
-    full = sum(inference._unflip(F.interpolate(lg, size=(41, 53), mode="bilinear"), fl).softmax(1)
+    full = sum(inference.tensor.unflip(F.interpolate(lg, size=(41, 53), mode="bilinear"), fl).softmax(1)
                for lg, fl in sources)
-    monkeypatch.setattr(inference, "_CHUNK_BYTES", 1)  # one class per chunk
-    labels = inference._argmax_at(sources, (41, 53))[0]
+    monkeypatch.setattr(inference.labels, "_CHUNK_BYTES", 1)  # one class per chunk
+    labels = argmax_at(sources, (41, 53))[0]
     top2 = full[0].topk(2, dim=0).values
     clear = (top2[0] - top2[1]) > 1e-5  # ignore exact near-ties, where rounding may pick either
     assert clear.float().mean() > 0.99

@@ -103,18 +103,6 @@ class IoUMetric:
         return out
 
 
-def _logits(model: torch.nn.Module, x: torch.Tensor, mode: str, crop_size, stride, scales, flip,
-            dtype) -> torch.Tensor:
-    """Scores of `model` on a normalised (1, 3, H, W) batch at the input's size (mmseg's whole / slide
-    inference, or the softmax mean of its multi-scale + flip test-time augmentation)."""
-    if scales or flip:
-        return inference.multiscale(model, x, scales or (1.0,), flip, mode, crop_size=crop_size, stride=stride,
-                                    dtype=dtype)
-    if mode == "slide":
-        return inference.slide(model, x, crop_size, stride, dtype=dtype)
-    return inference.whole(model, x, dtype=dtype)
-
-
 def first_input(dataset: SegmentationDataset, scale: tuple[int, int] | None = None, index: int = 0) -> torch.Tensor:
     """Image `index` (default the first) as `evaluate` feeds it to the model: (3, H, W), resized into `scale`
     or the dataset's recipe and normalised."""
@@ -151,7 +139,8 @@ def evaluate(model: torch.nn.Module, dataset: SegmentationDataset, *, scale: tup
     model.eval()
     try:
         for image, label in tqdm(loader, desc="eval", disable=not progress or rank != 0, unit="img"):
-            logits = _logits(model, image.to(device), mode, crop_size, stride, scales, flip, dtype)
+            logits = inference.scores(model, image.to(device), mode, crop_size=crop_size, stride=stride, scales=scales,
+                                      flip=flip, dtype=dtype)
             if logits.shape[-2:] != label.shape[-2:]:
                 logits = F.interpolate(logits.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)
             metric.update(logits.argmax(dim=1)[0], label[0])

@@ -110,10 +110,11 @@ def _run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..data.palettes import get_class_names, get_palette
-    from ..inference import check_options, collect_images, predict, shard
+    from ..inference import check_options, predict
     from ..preprocess import MAX_PIXELS, to_rgb_array
     from ..protocol import DEFAULT_CROP, default_stride, predict_processor, resolve_window
     from ..visualize import render
+    from .files import collect_images, shard
 
     crop, stride = parse_hw(args.crop, "--crop"), parse_hw(args.stride, "--stride")
     max_pixels = MAX_PIXELS if args.max_pixels is None else args.max_pixels
