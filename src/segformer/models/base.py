@@ -2,14 +2,17 @@
 
 A `SegmentationModel` is an `encoder` and a `decoder` (the decode head; SETR adds a neck and auxiliary heads)
 built from one dataclass config that serialises to JSON. `forward(pixel_values)` always returns the logits;
-models with auxiliary heads (SETR) give those through `forward_aux`, which training uses. Callers rely on
-this contract instead of probing for attributes.
+models with auxiliary heads (SETR) give those through `forward_aux`, which training uses. As in transformers,
+`model(x, labels=y)` and `model(x, output_hidden_states=True)` return a `SegmentationOutput` with the loss (the
+one training optimises) and the encoder's per-stage features. Callers rely on this contract instead of probing
+for attributes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
 
@@ -17,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .loss import segmentation_loss
+from .loss import LossTerm, combined_loss, segmentation_loss
 from .mit import MixTransformer
 from .pose import keypoint_mse_loss
 from .vit import VisionTransformer
@@ -54,9 +57,20 @@ class ModelConfig:
         return cls(**data)
 
 
+@dataclass
+class SegmentationOutput:
+    """What `model(pixel_values, labels=..., output_hidden_states=...)` returns, named as transformers'
+    `SemanticSegmenterOutput`: `loss` (None without labels), `logits` (what `model(pixel_values)` returns) and
+    `hidden_states` (the encoder's per-stage (B, C, h, w) maps, as HF's encoder hidden states; None unless asked)."""
+
+    logits: torch.Tensor
+    loss: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
 class SegmentationModel(nn.Module):
     """Encoder + decoder from a `ModelConfig`. Subclasses set `config_class`, build `encoder` and
-    `decode_head` (the `decoder`), and implement `forward` and `_new_heads`."""
+    `decode_head` (the `decoder`), and implement `forward_features`, `forward_head` and `_new_heads`."""
 
     config_class: ClassVar[type[ModelConfig]]
     config: ModelConfig
@@ -95,26 +109,52 @@ class SegmentationModel(nn.Module):
         """Weight of each auxiliary head's loss (0 without auxiliary heads)."""
         return 0.0
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        """The encoder's per-stage feature maps (the hidden states)."""
         raise NotImplementedError
 
+    def forward_head(self, features: list[torch.Tensor], size: Sequence[int], aux: bool = False
+                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(logits, auxiliary heads' logits if `aux`) of the encoder's `features` for an input of `size` (h, w)."""
+        raise NotImplementedError
+
+    def forward(self, pixel_values: torch.Tensor, labels: torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None
+                = None, output_hidden_states: bool = False) -> torch.Tensor | SegmentationOutput:
+        """The logits; with `labels` or `output_hidden_states`, a `SegmentationOutput` holding them with the
+        loss of `labels` (`loss`: auxiliary heads included, as training) and/or the encoder's features.
+        Labels: (B, H, W) class ids (segmentation), (B,) (classification), or (heatmaps (B, K, h, w), weights
+        (B, K)) for pose."""
+        features = self.forward_features(pixel_values)
+        logits, aux = self.forward_head(features, pixel_values.shape[-2:], aux=labels is not None)
+        if labels is None and not output_hidden_states:
+            return logits
+        return SegmentationOutput(logits=logits, loss=None if labels is None else self.loss(logits, labels, aux),
+                                  hidden_states=tuple(features) if output_hidden_states else None)
+
     def forward_aux(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(logits, auxiliary heads' logits) for training; models without auxiliary heads give an empty list."""
-        return self(pixel_values), []
+        """(logits, auxiliary heads' logits) for training; models without auxiliary heads (or with `aux_weight`
+        0) give an empty list, their logits from `forward` (so a subclass that wraps `forward` trains that)."""
+        if not self.aux_weight:
+            return self(pixel_values), []
+        return self.forward_head(self.forward_features(pixel_values), pixel_values.shape[-2:], aux=True)
 
     def loss(self, logits: torch.Tensor, labels: torch.Tensor | tuple[torch.Tensor, torch.Tensor],
              aux_logits: Sequence[torch.Tensor] = (), *, class_weight: torch.Tensor | None = None,
-             ignore_index: int | None = None) -> torch.Tensor:
-        """Cross-entropy of the logits (segmentation: upsampled to the labels) plus `aux_weight` x that of
-        each auxiliary head's logits; `ignore_index` defaults to the config's. Pose: `labels` is the target
-        (heatmaps (B, K, h, w), per-keypoint weights (B, K)), the loss MMPose's keypoint MSE."""
+             ignore_index: int | None = None, losses: Sequence[LossTerm] = ()) -> torch.Tensor:
+        """Cross-entropy of the logits (segmentation: upsampled to the labels), or the weighted `losses`
+        (`models.loss.parse_losses`), plus `aux_weight` x the cross-entropy of each auxiliary head's logits;
+        `ignore_index` defaults to the config's. Pose: `labels` is the target (heatmaps (B, K, h, w),
+        per-keypoint weights (B, K)), the loss MMPose's keypoint MSE."""
+        if losses and self.task != "segmentation":
+            raise ValueError(f"losses: a loss list applies to segmentation models, not to a {self.task} model")
         if self.task == "pose":
             heatmaps, weights = labels
             return keypoint_mse_loss(logits, heatmaps, weights)
         ignore = self.config.ignore_index if ignore_index is None else ignore_index
         if self.task == "classification":
             return F.cross_entropy(logits.float(), labels, class_weight, ignore_index=ignore)
-        total = segmentation_loss(logits, labels, ignore, class_weight)
+        total = combined_loss(logits, labels, losses, ignore, class_weight) if losses else \
+            segmentation_loss(logits, labels, ignore, class_weight)
         for aux in aux_logits:
             total = total + self.aux_weight * segmentation_loss(aux, labels, ignore, class_weight)
         return total

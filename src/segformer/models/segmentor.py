@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -80,12 +81,16 @@ class SegFormer(SegmentationModel):
         if config.token_merging is not None:
             self.set_token_merging(config.token_merging)
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        logits = self.decode_head(self.encoder(self.input_resize(pixel_values)))
-        size = self._stage1_size(*pixel_values.shape[-2:])
+    def forward_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
+        return self.encoder(self.input_resize(pixel_values))
+
+    def forward_head(self, features: list[torch.Tensor], size: Sequence[int], aux: bool = False
+                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        logits = self.decode_head(features)
+        size = self._stage1_size(*size)
         if logits.ndim == 4 and tuple(logits.shape[-2:]) != size:  # a resized input: back to (H/4, W/4)
             logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        return logits
+        return logits, []
 
     def set_token_merging(self, strategy: TokenMergingSpec) -> None:
         """Switch SegFormer++ token merging at run time, no retraining needed; None restores the exact model.

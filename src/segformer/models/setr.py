@@ -116,25 +116,18 @@ class SETR(SegmentationModel):
         self.decode_head, self.aux_heads = _build_heads(config)
 
     def forward_features(self, pixel_values: torch.Tensor) -> list[torch.Tensor]:
-        """The maps the heads read: encoder outputs (Naive/PUP) or MLA neck outputs."""
-        features = self.encoder(pixel_values)
-        return self.neck(features) if self.neck is not None else features
-
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """The main head's logits.
+        """The encoder's maps at `out_indices` (the MLA neck is part of the head).
 
         Inputs whose sides are not multiples of the patch are zero-padded at the bottom/right (as mmseg); the
         logits are cropped back to the unpadded extent (mmseg keeps the padded size and lets the final resize
         stretch it), so they stay aligned with the image."""
-        return self._heads(pixel_values, aux=False)[0]
+        return self.encoder(pixel_values)
 
-    def forward_aux(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(main logits, auxiliary heads' logits), cropped like `forward`'s; SETR trains with both."""
-        return self._heads(pixel_values, aux=True)
-
-    def _heads(self, pixel_values: torch.Tensor, aux: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        features = self.forward_features(pixel_values)
-        size, padded = pixel_values.shape[-2:], [g * self.config.encoder.patch_size for g in features[0].shape[-2:]]
+    def forward_head(self, features: list[torch.Tensor], size: Sequence[int], aux: bool = False
+                     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The main head's logits (and the auxiliary heads' if `aux`; SETR trains with both), cropped to `size`."""
+        padded = [g * self.config.encoder.patch_size for g in features[0].shape[-2:]]
+        features = self.neck(features) if self.neck is not None else features
         logits = _crop(self.decode_head(features if self.neck is not None else features[-1]), size, padded)
         if not aux:
             return logits, []

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import yaml
 
+from ..models.loss import parse_losses
 from ..models.token_merging import resolve_token_merging
 from ..utils.io import atomic_write_text
 
@@ -78,6 +79,7 @@ class TrainConfig:
     min_lr: float = 0.0
     clip_grad: float | None = None  # max global gradient norm
     class_weights: list[float] | None = None  # cross-entropy weight per class
+    losses: list[dict] | None = None  # e.g. [{type: cross_entropy, weight: 1}, {type: dice, weight: 3}]; None: CE
     amp: str = "none"  # "none" | "bf16" (CPU or GPU) | "fp16" (GPU, with a gradient scaler)
     # Evaluation, logging, checkpoints
     eval_interval: int | None = None  # 0: only at the end; None: iters / 5, at most 16000
@@ -123,6 +125,8 @@ class TrainConfig:
         if self.lr <= 0 or self.min_lr < 0 or self.warmup_ratio < 0 or self.power < 0:
             raise ValueError(f"need lr > 0 and min_lr, warmup_ratio, power >= 0; got lr={self.lr}, "
                              f"min_lr={self.min_lr}, warmup_ratio={self.warmup_ratio}, power={self.power}")
+        if self.losses is not None:
+            parse_losses(self.losses)
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ValueError(f"clip_grad must be > 0 or null, got {self.clip_grad}")
 
@@ -169,6 +173,9 @@ KEY_HELP = {
     "min_lr": "learning rate reached at the last step",
     "clip_grad": "max global gradient norm; null: no clipping",
     "class_weights": "cross-entropy weight per class; null: equal",
+    "losses": "the decode head's loss as mmseg's loss_decode list, e.g. [{type: cross_entropy, weight: 1.0}, "
+              "{type: dice, weight: 3.0}]; types cross_entropy, dice (use_sigmoid, naive_dice, eps), focal (gamma, "
+              "alpha), options as mmseg 1.2.2's; null: cross-entropy alone",
     "amp": "none, bf16 (CPU or GPU) or fp16 (GPU, with a gradient scaler)",
     "eval_interval": "evaluate every N steps (0: only at the end); null: iters / 5, at most 16000",
     "eval_epochs": "evaluate every N epochs (the pose recipes): eval_interval = N x (training samples // batch_size) "

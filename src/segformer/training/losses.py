@@ -1,5 +1,6 @@
 """Training losses: cross-entropy on logits upsampled to the label size (ignore index, optional class weights),
-plus the auxiliary heads' losses with their weights (SETR).
+or a weighted list of cross-entropy, dice and focal losses (`losses`), plus the auxiliary heads' losses with
+their weights (SETR).
 
 A `SegmentationModel` computes its own loss (`SegmentationModel.loss`: SegFormer cross-entropy; SETR main +
 aux_weight x each auxiliary head), so training optimises exactly what the model defines. Like HF and
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 from ..models import SegmentationModel, segmentation_loss
+from ..models.loss import combined_loss, parse_losses
 
 
 class TrainingForward(nn.Module):
@@ -43,9 +45,11 @@ class SegmentationLoss:
     heads) and the training loss. `model` may be a `TrainingForward`, DDP-wrapped or not: the forward goes
     through the wrapper."""
 
-    def __init__(self, ignore_index: int = 255, class_weights: Sequence[float] | None = None):
+    def __init__(self, ignore_index: int = 255, class_weights: Sequence[float] | None = None,
+                 losses: Sequence[dict] | None = None):
         self.ignore_index = ignore_index
         self.class_weight = torch.tensor(class_weights, dtype=torch.float32) if class_weights is not None else None
+        self.terms = parse_losses(losses) if losses else ()  # () : the model's own loss (cross-entropy)
 
     def __call__(self, model: nn.Module, pixel_values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         core = unwrap(model)
@@ -56,7 +60,9 @@ class SegmentationLoss:
         if weight is not None and len(weight) != num_classes:
             raise ValueError(f"class_weights has {len(weight)} values but the model predicts {num_classes} classes")
         if not isinstance(core, SegmentationModel):
+            if self.terms:
+                return combined_loss(logits, labels, self.terms, self.ignore_index, weight)
             return segmentation_loss(logits, labels, self.ignore_index, weight)
         # the model's own ignore index, unless class weights ask for the weighted loss on the data's labels
         ignore = self.ignore_index if weight is not None else None
-        return core.loss(logits, labels, aux, class_weight=weight, ignore_index=ignore)
+        return core.loss(logits, labels, aux, class_weight=weight, ignore_index=ignore, losses=self.terms)

@@ -155,7 +155,8 @@ class Trainer:
         self.optimizer = build_optimizer(self.core, config)
         self.schedule = build_schedule(self.optimizer, config)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
-        self.loss_fn = SegmentationLoss(train_set.ignore_index, None if self.pose else config.class_weights)
+        self.loss_fn = SegmentationLoss(train_set.ignore_index, None if self.pose else config.class_weights,
+                                        None if self.pose else config.losses)
         self.start, self.log_lines = 0, None
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
