@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 $(VENV)/.dev: $(VENV)/.installed
-	$(PY) -m pip install -q -e ".[dev,onnx,serve,coco,openvino,corruptions]"
+	$(PY) -m pip install -q -e ".[dev,onnx,serve,coco,openvino,corruptions,tensorboard]"
 	touch $@
 
 # MMSegmentation 1.2.2 as an independent oracle (DESIGN.md section 8); never imported by the package.

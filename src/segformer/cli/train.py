@@ -33,6 +33,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--token-merging", metavar="STRATEGY",
                    help="train (and evaluate) with SegFormer++ token merging: hq, fast, 2x2, downsample, or a strategy "
                         "YAML file; recorded in final/ (the token_merging key)")
+    p.add_argument("--tensorboard", action="store_true", default=None,
+                   help="also log the scalars to OUT/tensorboard (needs: pip install \"segformer[tensorboard]\")")
     p.add_argument("--resume", nargs="?", const="auto", metavar="CHECKPOINT",
                    help="continue exactly from the newest checkpoint in --out (or from CHECKPOINT)")
     p.add_argument("--overwrite", action="store_true",
@@ -85,7 +87,7 @@ def _run_train(args: argparse.Namespace) -> int:
     flags = {"model": args.model, "data": args.data, "num_classes": args.num_classes,
              "crop_size": list(crop) if crop else None, "batch_size": args.batch_size, "iters": args.iters,
              "lr": args.lr, "out": args.out, "pretrained": args.pretrained,
-             "token_merging": args.token_merging}
+             "token_merging": args.token_merging, "tensorboard": args.tensorboard}
     config = load_config(args.config, flags, args.sets)
     metrics = train(config, resume=args.resume, overwrite=args.overwrite)
     if main_rank:

@@ -88,6 +88,7 @@ class TrainConfig:
     eval_crop: tuple[int, int] | None = None  # slide window; None: crop_size
     eval_stride: tuple[int, int] | None = None  # None: 2/3 of the window
     log_interval: int = 50
+    tensorboard: bool = False  # also log scalars to <out>/tensorboard (the `tensorboard` extra)
     checkpoint_interval: int | None = None  # None: as eval_interval (iters at least)
     keep_checkpoints: int = 3  # the newest N; 0 keeps all
     save_best: str | None = None  # "mIoU" | "aAcc" | "mAcc" (pose: "PCK@0.1" | "PCK@0.05" | "AP"): kept in best/
@@ -184,6 +185,8 @@ KEY_HELP = {
     "eval_crop": "slide window [h, w]; null: crop_size",
     "eval_stride": "slide stride [h, w]; null: 2/3 of the window",
     "log_interval": "write the mean loss, lr and speed to log.jsonl every N steps",
+    "tensorboard": "also write the logged scalars to <out>/tensorboard for TensorBoard (pip install "
+                   "\"segformer[tensorboard]\"); log.jsonl stays",
     "checkpoint_interval": "write checkpoints/iter_N.pt every N steps; null: as eval_interval (iters when that is 0)",
     "keep_checkpoints": "keep the newest N checkpoints; 0 keeps all",
     "save_best": "mIoU, aAcc or mAcc (pose: PCK@0.1, PCK@0.05 or AP): after every evaluation, keep the "

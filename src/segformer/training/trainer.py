@@ -52,10 +52,12 @@ from .plots import read_log_records, save_plots
 from .pose import best_metrics, is_pose, open_pose_datasets, pose_transform
 from .pose import evaluate as evaluate_pose
 from .pretrained import build_model, with_token_merging
+from .tensorboard import TensorBoardLog, summary_writer_class
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("config.yaml", "log.jsonl", "checkpoints", "final", "metrics.json", "plots", "best")
+RUN_FILES = ("config.yaml", "log.jsonl", "checkpoints", "final", "metrics.json", "plots", "best",
+             "tensorboard")
 # Fields that do not change what is computed: they may differ between a run and its resumption.
 RESUME_FREE = {"out", "num_workers", "progress", "log_interval", "eval_interval", "eval_epochs",
                "checkpoint_interval", "keep_checkpoints", "device", "data", "save_best"}
@@ -130,6 +132,9 @@ class Trainer:
         check_files(train_set)
         check_files(val_set)
         check_save_best(config.save_best, best_metrics(val_set) if self.pose else BEST_METRICS[:3])
+        if config.tensorboard:
+            summary_writer_class()  # missing package: stop before any work
+        self.tensorboard: TensorBoardLog | None = None
         self.config = config = resolve_config(config, train_set)
         self.train_set, self.val_set = train_set, val_set
         self.device, world = self.dist.device, self.dist.world_size
@@ -254,12 +259,17 @@ class Trainer:
                                                                              if r["iter"] <= self.start]
         atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in kept))
         self.log_lines = len(kept)
+        if self.config.tensorboard:
+            purge = self.start + 1 if self.start else None  # a resumed run: drop what came after the checkpoint
+            self.tensorboard = TensorBoardLog(self.run_dir / "tensorboard", purge_step=purge)
 
     def _log(self, record: dict) -> None:
         if self.dist.is_main:
             with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(record) + "\n")
             self.log_lines += 1
+            if self.tensorboard is not None:
+                self.tensorboard.write(record)
 
     def _save(self, iteration: int) -> None:
         self._check_finite(iteration)  # every rank: the weights are the same, so all stop together
@@ -392,6 +402,8 @@ class Trainer:
         if self.dist.is_main:
             self._write_results(metrics)
         ddp.barrier()
+        if self.tensorboard is not None:
+            self.tensorboard.close()
         return metrics
 
     def _log_eval(self, iteration: int, metrics: dict) -> None:
