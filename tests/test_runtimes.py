@@ -21,7 +21,9 @@ from test_export import tiny_model
 
 ov = pytest.importorskip("openvino")
 pytest.importorskip("onnxruntime")
-from segformer.runtimes.openvino import export_openvino  # noqa: E402
+from segformer.runtimes import openvino as openvino_mod  # noqa: E402
+from segformer.runtimes.openvino import export_openvino, openvino_model  # noqa: E402
+from segformer.utils.io import atomic_files  # noqa: E402
 
 SHAPES = [(1, 3, 64, 96), (2, 3, 97, 131)]
 
@@ -63,6 +65,44 @@ def test_openvino_ir_matches_pytorch_and_keeps_metadata(tmp_path):
         export_openvino(model, tmp_path / "m.onnx")
 
 
+def test_openvino_compiles_static_shapes_for_declared_and_repeated_sizes(monkeypatch):
+    """Static-shape compiles (OpenVINO merges transposes into reorders only there) give the same logits; a size
+    seen once runs on the dynamic compile, a repeated or declared size gets its own, at most MAX_STATIC_SHAPES."""
+    monkeypatch.setattr(openvino_mod, "MAX_STATIC_SHAPES", 2)
+    model = tiny_model()
+    runner = openvino_model(model, static_shapes=[(1, 3, 64, 96)])
+    shapes = runner._infer
+    assert list(shapes.static) == [(1, 3, 64, 96)] and shapes.dynamic is None
+    assert_matches(model, runner)  # (1, 3, 64, 96) static; (2, 3, 97, 131) first seen: dynamic
+    assert list(shapes.static) == [(1, 3, 64, 96)] and shapes.dynamic is not None
+    assert_matches(model, runner)  # (2, 3, 97, 131) again: compiled static, the oldest kept while under the cap
+    assert list(shapes.static) == [(1, 3, 64, 96), (2, 3, 97, 131)]
+    for _ in range(2):
+        runner(torch.randn(1, 3, 32, 32))
+    assert list(shapes.static) == [(2, 3, 97, 131), (1, 3, 32, 32)]  # least recently used dropped
+    with pytest.raises(ValueError, match="precision"):
+        openvino_model(model, precision="float16")
+
+
+def test_ir_files_are_written_together_or_not_at_all(tmp_path):
+    """NAME.bin then NAME.xml through one temporary folder; a failed write leaves neither, nor a temporary."""
+    paths = [tmp_path / "m.bin", tmp_path / "m.xml"]
+
+    def fail(tmp):
+        (tmp / "m.bin").write_bytes(b"weights")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_files(paths, fail)
+    assert list(tmp_path.iterdir()) == []
+    atomic_files(paths, lambda tmp: [(tmp / p.name).write_text(p.suffix) for p in paths])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.bin", "m.xml"] and paths[1].read_text() == ".xml"
+    with pytest.raises(FileExistsError, match="overwrite"):
+        atomic_files(paths, fail)
+    with pytest.raises(ValueError, match="one folder"):
+        atomic_files([tmp_path / "a.bin", tmp_path / "sub" / "a.xml"], fail)
+
+
 def test_onnxruntime_and_openvino_on_our_onnx(tmp_path):
     model = named_model()
     path = export_onnx(model, tmp_path / "m.onnx", size=(64, 64), dynamic=True, metadata=metadata(model))
@@ -78,7 +118,7 @@ def test_auto_picks_the_faster_and_caches(monkeypatch):
     model = tiny_model()
     calls, built = [], []
 
-    def fake_build(model, runtime, dtype="float32"):  # the real conversion is tested above; this is the decision
+    def fake_build(model, runtime, dtype="float32", size=None):  # the conversion is tested above; this: the decision
         built.append(runtime)
         return RuntimeModel(lambda x: model(torch.from_numpy(x)).numpy(), runtime)
 
@@ -102,7 +142,8 @@ def test_auto_picks_the_faster_and_caches(monkeypatch):
     assert built == ["openvino"] * 3  # probe, cached verdict, probe
     _, choice = select_runtime(model, (128, 64), measure=lambda c: {"torch": 0.3, "openvino": 0.1})
     assert choice.runtime == "openvino"
-    monkeypatch.setattr(select_mod, "build_runner", lambda m, r, d="float32": RuntimeModel(lambda x: x[:, :1], r))
+    monkeypatch.setattr(select_mod, "build_runner", lambda m, r, d="float32", size=None:
+                        RuntimeModel(lambda x: x[:, :1], r))
     runner, choice = select_runtime(model, (32, 64), measure=lambda c: {"torch": 0.3, "openvino": 0.1})
     assert runner is model and choice.runtime == "torch" and "differs" in choice.reason  # inexact: never picked
 

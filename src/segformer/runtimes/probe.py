@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..utils import timing
+from ..utils.io import write_json
 
 logger = logging.getLogger(__name__)
 CACHE_ENV = "SEGFORMER_CACHE_DIR"
@@ -92,10 +93,7 @@ def store(key: str, value: dict) -> None:
         data = {}
     data[key] = value
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(data, indent=1))
-        os.replace(tmp, path)
+        write_json(path, data)
     except OSError as exc:
         logger.warning("could not write the probe cache %s: %s", path, exc)
 

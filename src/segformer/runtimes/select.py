@@ -21,6 +21,8 @@ from .probe import cached, probe_key, store, time_interleaved
 
 logger = logging.getLogger(__name__)
 EXACT_TOLERANCE = 1e-4
+# Bumped when what "openvino" runs changes (2: static-shape compiles), so older cached verdicts are probed again.
+GRAPH_VERSION = 2
 Measure = Callable[[dict[str, Callable[[], object]]], dict[str, float]]
 
 
@@ -39,9 +41,10 @@ class Choice:
         return f"runtime {self.runtime}: {self.reason}" + (f" [{timing}{source}]" if timing else "")
 
 
-def build_runner(model: nn.Module, runtime: str, dtype: str = "float32") -> nn.Module:
+def build_runner(model: nn.Module, runtime: str, dtype: str = "float32",
+                 size: tuple[int, int] | None = None) -> nn.Module:
     """`model` itself for "torch", else our export of it compiled by that runtime (float32; OpenVINO also
-    bfloat16)."""
+    bfloat16). `size`: the (H, W) the caller will run, which OpenVINO compiles a static-shape graph for."""
     check_runtime(runtime)
     if runtime == "torch":
         return model
@@ -54,7 +57,8 @@ def build_runner(model: nn.Module, runtime: str, dtype: str = "float32") -> nn.M
         return onnxruntime_model(model)
     from .openvino import openvino_model
 
-    return openvino_model(model, precision=dtype)
+    static = [(1, input_channels(model), *size)] if size is not None else []
+    return openvino_model(model, precision=dtype, static_shapes=static)
 
 
 def _auto_blocker(model: nn.Module, device: str, dtype: str) -> str | None:
@@ -92,18 +96,18 @@ def select_runtime(model: nn.Module, size: tuple[int, int], *, runtime: str = "a
     slide window). `measure` times the candidates (injected by tests)."""
     if runtime != "auto":
         check_runtime(runtime)
-        return build_runner(model, runtime, dtype), Choice(runtime, "asked for")
+        return build_runner(model, runtime, dtype, size), Choice(runtime, "asked for")
     blocker = _auto_blocker(model, device, dtype)
     if blocker is not None:
         return model, Choice("torch", blocker)
     import openvino
 
-    key = probe_key("runtime", model, size, openvino=openvino.__version__)
+    key = probe_key("runtime", model, size, openvino=openvino.__version__, graph=GRAPH_VERSION)
     hit = cached(key)
     if hit is not None and hit.get("runtime") in RUNTIMES:
         choice = Choice(hit["runtime"], hit.get("reason", ""), hit.get("seconds", {}), cached=True)
-        return (build_runner(model, choice.runtime) if choice.runtime != "torch" else model), choice
-    runner = build_runner(model, "openvino")
+        return (build_runner(model, choice.runtime, size=size) if choice.runtime != "torch" else model), choice
+    runner = build_runner(model, "openvino", size=size)
     seconds, diff = _probe(model, runner, size, measure)
     if diff > EXACT_TOLERANCE:
         choice = Choice("torch", f"auto: OpenVINO differs from PyTorch by {diff:.1e} > {EXACT_TOLERANCE}", seconds)

@@ -158,3 +158,27 @@ def json_safe(value: object) -> object:
 def write_json(path: str | Path, data: object, overwrite: bool = True) -> Path:
     """`data` as indented JSON, atomically; NaN floats (e.g. the IoU of a class never seen) are written as null."""
     return atomic_write_text(path, json.dumps(json_safe(data), indent=2) + "\n", overwrite)
+
+
+def atomic_files(paths: list[str | Path], fill: Callable[[Path], None], overwrite: bool = False) -> list[Path]:
+    """Write several files that belong together (e.g. OpenVINO's NAME.xml + NAME.bin): `fill(tmp_dir)` writes
+    each under its own name into a temporary folder beside them (one folder for all), then each is renamed into
+    place in the order given, so a reader that looks for the last one finds the others complete. Every file is
+    checked first (refused if it exists and not `overwrite`) and gets the umask's mode."""
+    paths = [Path(p) for p in paths]
+    parent = paths[0].parent
+    if any(p.parent != parent for p in paths):
+        raise ValueError(f"atomic_files writes into one folder, got {', '.join(map(str, paths))}")
+    for path in paths:
+        check_free(path, overwrite)
+    parent.mkdir(parents=True, exist_ok=True)
+    _clean_once(parent)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(paths[-1]), suffix=".tmp", dir=parent))
+    try:
+        fill(tmp)
+        for path in paths:
+            os.chmod(tmp / path.name, 0o666 & ~current_umask())
+            os.replace(tmp / path.name, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return paths
