@@ -4,13 +4,15 @@
 
 Runners, alternating round by round after warm-up (medians): transformers' model in eager fp32, under bf16
 autocast, under `torch.compile` (fp32, default mode; compile time reported), exported to ONNX and run by
-onnxruntime and by OpenVINO (f32), and converted by `ov.convert_model`; ours in eager fp32, under bf16
-autocast, our ONNX export in onnxruntime and in OpenVINO (f32). `--runners` picks a subset (substrings).
-Speed-ups are over HF eager fp32. fp32 runners' max abs logit difference from HF eager is printed too.
-The path that `segformer predict` takes by default (`--runtime auto`: its real probe, cached) is named and
-compared with OpenVINO on HF's model and on our ONNX (issue 19's acceptance):
+onnxruntime and by OpenVINO (f32; as exported, dynamic H and W, and reshaped to the input's static shape),
+and converted by `ov.convert_model`; ours in eager fp32, under bf16 autocast, our ONNX export in onnxruntime
+and in OpenVINO (f32, compiled as exported: what a user who loads our .onnx into OpenVINO gets), and "default
+path": what `segformer predict` runs by default (`--runtime auto`: its real probe, cached; the runner it
+returns). `--runners` picks a subset (substrings). Speed-ups are over HF eager fp32. fp32 runners' max abs
+logit difference from HF eager is printed too. The default path is compared with the fastest OpenVINO on HF's
+model and with OpenVINO on our ONNX (issue 19's acceptance):
 
-    .venv/bin/python benchmarks/cpu_options.py --cases b0:512x512 --runners "HF eager" OpenVINO "ours eager"
+    .venv/bin/python benchmarks/cpu_options.py --cases b0:512x512 --runners "HF eager" OpenVINO default
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from bench_vs_hf import hf_model
 import segformer
 from segformer.export import export_onnx
 from segformer.runtimes import select_runtime
-from segformer.runtimes.openvino import compile_model, openvino_model
+from segformer.runtimes.openvino import compile_model
 from segformer.utils.timing import time_interleaved
 
 
@@ -40,7 +42,9 @@ def _session(path: Path) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _ov_request(ov_model):
+def _ov_request(ov_model, static_shape: tuple[int, ...] | None = None):
+    if static_shape is not None:
+        ov_model.reshape({"pixel_values": list(static_shape)})
     request = compile_model(ov_model).create_infer_request()
     return lambda feed: torch.from_numpy(request.infer(feed)[0].copy())
 
@@ -52,8 +56,11 @@ def _runners(ref, ours, x: torch.Tensor, tmp: Path, compile_hf: bool) -> tuple[d
     export_hf(ref, tmp / "hf.onnx", size)
     ort_ours, ort_hf = _session(tmp / "ours.onnx"), _session(tmp / "hf.onnx")
     ov_hf_onnx = _ov_request(ov.convert_model(str(tmp / "hf.onnx")))
+    ov_hf_static = _ov_request(ov.convert_model(str(tmp / "hf.onnx")), tuple(x.shape))
     ov_hf_module = _ov_request(ov.convert_model(_HFLogits(ref).eval(), example_input=x))
-    ov_ours = openvino_model(tmp / "ours.onnx")
+    ov_ours = _ov_request(ov.convert_model(str(tmp / "ours.onnx")))
+    default, choice = select_runtime(ours, size)  # what `segformer predict` runs by default (real probe, cached)
+    print(choice.describe(), flush=True)
     compiled = torch.compile(ref)
     bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
 
@@ -76,16 +83,18 @@ def _runners(ref, ours, x: torch.Tensor, tmp: Path, compile_hf: bool) -> tuple[d
         "HF torch.compile fp32": lambda: compiled(pixel_values=x).logits,
         "HF ONNX (onnxruntime)": lambda: torch.from_numpy(ort_hf.run(None, feed)[0]),
         "HF ONNX (OpenVINO f32)": lambda: ov_hf_onnx(feed),
+        "HF ONNX (OpenVINO f32, static shape)": lambda: ov_hf_static(feed),
         "HF ov.convert_model (OpenVINO f32)": lambda: ov_hf_module(feed),
         "ours eager fp32": lambda: ours(x),
         "ours bf16 autocast": ours_bf16,
         "ours ONNX (onnxruntime)": lambda: torch.from_numpy(ort_ours.run(None, feed)[0]),
-        "ours ONNX (OpenVINO f32)": lambda: ov_ours(x),
+        "ours ONNX (OpenVINO f32)": lambda: ov_ours(feed),
+        "default path": lambda: default(x),
     }, compile_s
 
 
 def bench_case(variant: str, size: tuple[int, int], runs: int, warmup: int, wanted: list[str] | None
-               ) -> tuple[dict, dict, float, str]:
+               ) -> tuple[dict, dict, float]:
     torch.manual_seed(0)
     ref = hf_model(variant, 150)
     x = torch.randn(1, 3, *size)
@@ -94,23 +103,22 @@ def bench_case(variant: str, size: tuple[int, int], runs: int, warmup: int, want
         ours = segformer.load_model(tmp).eval()
         compile_hf = not wanted or any(w in "HF torch.compile fp32" for w in wanted)
         runners, compile_s = _runners(ref, ours, x, Path(tmp), compile_hf)
-    _, choice = select_runtime(ours, size)  # what `segformer predict` runs by default (real probe, cached)
     runners = {k: fn for k, fn in runners.items() if k == "HF eager fp32" or not wanted or any(w in k for w in wanted)}
     with torch.inference_mode():
         expected = runners["HF eager fp32"]()
         diffs = {k: float((fn().float() - expected).abs().max()) for k, fn in runners.items()
                  if "bf16" not in k and k != "HF eager fp32"}
         times = time_interleaved(runners, runs=runs, warmup=warmup)
-    default = "ours ONNX (OpenVINO f32)" if choice.runtime == "openvino" else "ours eager fp32"
-    return {k: statistics.median(v) for k, v in times.items()}, diffs, compile_s, default
+    return {k: statistics.median(v) for k, v in times.items()}, diffs, compile_s
 
 
-def _acceptance(med: dict, diffs: dict, default: str) -> None:
+def _acceptance(med: dict, diffs: dict) -> None:
+    default = "default path"
     ov_hf = [k for k in med if k.startswith("HF") and "OpenVINO" in k]
     if default not in med or not ov_hf or "ours ONNX (OpenVINO f32)" not in med:
         return
     best_hf = min(ov_hf, key=med.get)
-    print(f"default path ({default}): {med[best_hf] / med[default]:.2f}x OpenVINO on HF (fastest: {best_hf}), "
+    print(f"default path: {med[best_hf] / med[default]:.2f}x OpenVINO on HF (fastest: {best_hf}), "
           f"{med['ours ONNX (OpenVINO f32)'] / med[default]:.2f}x OpenVINO on our ONNX; "
           f"max abs diff from HF {diffs.get(default, 0.0):.1e}")
 
@@ -128,7 +136,7 @@ def main() -> None:
     for case in args.cases:
         variant, size = case.split(":")
         h, w = (int(v) for v in size.split("x"))
-        med, diffs, compile_s, default = bench_case(variant, (h, w), args.runs, args.warmup, args.runners)
+        med, diffs, compile_s = bench_case(variant, (h, w), args.runs, args.warmup, args.runners)
         base = med["HF eager fp32"]
         print(f"\n{variant.upper()} {h}x{w} (HF torch.compile: first call {compile_s:.0f} s)")
         print("| runner | median (s) | speed-up over HF eager fp32 | max abs diff vs HF eager |")
@@ -136,7 +144,7 @@ def main() -> None:
         for k, t in med.items():
             diff = f"{diffs[k]:.1e}" if k in diffs else "-"
             print(f"| {k} | {t:.3f} | {base / t:.2f}x | {diff} |", flush=True)
-        _acceptance(med, diffs, default)
+        _acceptance(med, diffs)
 
 
 if __name__ == "__main__":
