@@ -17,7 +17,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                     "`torchrun --nproc-per-node N $(which segformer) train ...`; --batch-size is the global batch. "
                     "Keys left unset follow the run: warm-up 5%% of --iters, evaluation and checkpoints every fifth, "
                     "workers from the CPUs; --list-keys prints every key with its default and meaning.")
-    p.add_argument("config", nargs="?", help="recipe YAML (flat TrainConfig fields); optional")
+    p.add_argument("config", nargs="?", help="recipe: a YAML file (flat TrainConfig fields) or an installed recipe's "
+                                             "name, e.g. segformer_b0_ade20k_512 (the repository's configs/); optional")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field (value parsed as YAML), e.g. --set amp=bf16 --set "
                         "model_args.drop_path_rate=0; repeatable")

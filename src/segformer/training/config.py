@@ -24,6 +24,7 @@ import yaml
 from ..models.loss import parse_losses
 from ..models.token_merging import resolve_token_merging
 from ..utils.io import atomic_write_text
+from .recipes import find_recipe
 
 OPTIMIZERS = ("adamw", "sgd")
 AMP_MODES = ("none", "bf16", "fp16")
@@ -357,8 +358,9 @@ def apply_sets(data: dict, sets: list[str]) -> dict:
 
 
 def load_config(path: str | Path | None = None, flags: dict | None = None, sets: list[str] = ()) -> TrainConfig:
-    """Defaults < YAML file at `path` < `flags` (field -> value, None = not given) < `--set` items."""
-    data = read_yaml(path) if path is not None else {}
+    """Defaults < YAML file at `path` (or an installed recipe's name) < `flags` (field -> value, None = not
+    given) < `--set` items."""
+    data = read_yaml(find_recipe(path)) if path is not None else {}
     for key, value in (flags or {}).items():
         if key not in FIELDS:
             raise _unknown(key, "flags")
