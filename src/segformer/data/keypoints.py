@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ class KeypointMeta:
     skeleton: tuple[tuple[int, int], ...] = COCO_SKELETON
     upper_body: tuple[int, ...] = COCO_UPPER_BODY
 
-    @property
+    @cached_property
     def flip_indices(self) -> list[int]:
         """For each keypoint, the index of its mirror image ("left_x" <-> "right_x"; itself otherwise)."""
         index = {n: i for i, n in enumerate(self.names)}
