@@ -49,67 +49,79 @@ def _ov_request(ov_model, static_shape: tuple[int, ...] | None = None):
     return lambda feed: torch.from_numpy(request.infer(feed)[0].copy())
 
 
-def _runners(ref, ours, x: torch.Tensor, tmp: Path, compile_hf: bool) -> tuple[dict, float]:
-    """Every runner as a zero-argument callable, and the HF torch.compile time (nan when not compiled)."""
+def _autocast(fn):
+    def run():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return fn()
+    return run
+
+
+def _builders(ref, ours, x: torch.Tensor, tmp: Path) -> dict:
+    """Every runner as a builder returning a zero-argument callable (only the runners asked for are built)."""
     size, feed = tuple(x.shape[-2:]), {"pixel_values": x.numpy()}
-    export_onnx(ours, tmp / "ours.onnx", size=size, dynamic=True)
-    export_hf(ref, tmp / "hf.onnx", size)
-    ort_ours, ort_hf = _session(tmp / "ours.onnx"), _session(tmp / "hf.onnx")
-    ov_hf_onnx = _ov_request(ov.convert_model(str(tmp / "hf.onnx")))
-    ov_hf_static = _ov_request(ov.convert_model(str(tmp / "hf.onnx")), tuple(x.shape))
-    ov_hf_module = _ov_request(ov.convert_model(_HFLogits(ref).eval(), example_input=x))
-    ov_ours = _ov_request(ov.convert_model(str(tmp / "ours.onnx")))
-    default, choice = select_runtime(ours, size)  # what `segformer predict` runs by default (real probe, cached)
-    print(choice.describe(), flush=True)
-    compiled = torch.compile(ref)
-    bf16 = torch.autocast("cpu", dtype=torch.bfloat16)
 
-    def hf_bf16():
-        with bf16:
-            return ref(pixel_values=x).logits
+    def onnx(name: str) -> str:
+        path = tmp / f"{name}.onnx"
+        if name == "ours" and not path.exists():
+            export_onnx(ours, path, size=size, dynamic=True)
+        elif not path.exists():
+            export_hf(ref, path, size)
+        return str(path)
 
-    def ours_bf16():
-        with bf16:
-            return ours(x)
+    def ort_runner(name):
+        session = _session(Path(onnx(name)))
+        return lambda: torch.from_numpy(session.run(None, feed)[0])
 
-    start, compile_s = time.perf_counter(), float("nan")
-    if compile_hf:
+    def ov_runner(model, static: bool = False):
+        request = _ov_request(model, tuple(x.shape) if static else None)
+        return lambda: request(feed)
+
+    def default():
+        runner, choice = select_runtime(ours, size)  # what `segformer predict` runs by default (real probe, cached)
+        print(choice.describe(), flush=True)
+        return lambda: runner(x)
+
+    def compiled():
+        model = torch.compile(ref)
+        start = time.perf_counter()
         with torch.inference_mode():
-            compiled(pixel_values=x)
-        compile_s = time.perf_counter() - start
+            model(pixel_values=x)
+        print(f"HF torch.compile: first call {time.perf_counter() - start:.0f} s", flush=True)
+        return lambda: model(pixel_values=x).logits
+
     return {
-        "HF eager fp32": lambda: ref(pixel_values=x).logits,
-        "HF bf16 autocast": hf_bf16,
-        "HF torch.compile fp32": lambda: compiled(pixel_values=x).logits,
-        "HF ONNX (onnxruntime)": lambda: torch.from_numpy(ort_hf.run(None, feed)[0]),
-        "HF ONNX (OpenVINO f32)": lambda: ov_hf_onnx(feed),
-        "HF ONNX (OpenVINO f32, static shape)": lambda: ov_hf_static(feed),
-        "HF ov.convert_model (OpenVINO f32)": lambda: ov_hf_module(feed),
-        "ours eager fp32": lambda: ours(x),
-        "ours bf16 autocast": ours_bf16,
-        "ours ONNX (onnxruntime)": lambda: torch.from_numpy(ort_ours.run(None, feed)[0]),
-        "ours ONNX (OpenVINO f32)": lambda: ov_ours(feed),
-        "default path": lambda: default(x),
-    }, compile_s
+        "HF eager fp32": lambda: lambda: ref(pixel_values=x).logits,
+        "HF bf16 autocast": lambda: _autocast(lambda: ref(pixel_values=x).logits),
+        "HF torch.compile fp32": compiled,
+        "HF ONNX (onnxruntime)": lambda: ort_runner("hf"),
+        "HF ONNX (OpenVINO f32)": lambda: ov_runner(ov.convert_model(onnx("hf"))),
+        "HF ONNX (OpenVINO f32, static shape)": lambda: ov_runner(ov.convert_model(onnx("hf")), static=True),
+        "HF ov.convert_model (OpenVINO f32)": lambda: ov_runner(ov.convert_model(_HFLogits(ref), example_input=x)),
+        "ours eager fp32": lambda: lambda: ours(x),
+        "ours bf16 autocast": lambda: _autocast(lambda: ours(x)),
+        "ours ONNX (onnxruntime)": lambda: ort_runner("ours"),
+        "ours ONNX (OpenVINO f32)": lambda: ov_runner(ov.convert_model(onnx("ours"))),
+        "default path": default,
+    }
 
 
 def bench_case(variant: str, size: tuple[int, int], runs: int, warmup: int, wanted: list[str] | None
-               ) -> tuple[dict, dict, float]:
+               ) -> tuple[dict, dict]:
     torch.manual_seed(0)
     ref = hf_model(variant, 150)
     x = torch.randn(1, 3, *size)
     with tempfile.TemporaryDirectory() as tmp:
         ref.save_pretrained(tmp)
         ours = segformer.load_model(tmp).eval()
-        compile_hf = not wanted or any(w in "HF torch.compile fp32" for w in wanted)
-        runners, compile_s = _runners(ref, ours, x, Path(tmp), compile_hf)
-    runners = {k: fn for k, fn in runners.items() if k == "HF eager fp32" or not wanted or any(w in k for w in wanted)}
+        builders = _builders(ref, ours, x, Path(tmp))
+        runners = {k: build() for k, build in builders.items()
+                   if k == "HF eager fp32" or not wanted or any(w in k for w in wanted)}
     with torch.inference_mode():
         expected = runners["HF eager fp32"]()
         diffs = {k: float((fn().float() - expected).abs().max()) for k, fn in runners.items()
                  if "bf16" not in k and k != "HF eager fp32"}
         times = time_interleaved(runners, runs=runs, warmup=warmup)
-    return {k: statistics.median(v) for k, v in times.items()}, diffs, compile_s
+    return {k: statistics.median(v) for k, v in times.items()}, diffs
 
 
 def _acceptance(med: dict, diffs: dict) -> None:
@@ -136,9 +148,9 @@ def main() -> None:
     for case in args.cases:
         variant, size = case.split(":")
         h, w = (int(v) for v in size.split("x"))
-        med, diffs, compile_s = bench_case(variant, (h, w), args.runs, args.warmup, args.runners)
+        med, diffs = bench_case(variant, (h, w), args.runs, args.warmup, args.runners)
         base = med["HF eager fp32"]
-        print(f"\n{variant.upper()} {h}x{w} (HF torch.compile: first call {compile_s:.0f} s)")
+        print(f"\n{variant.upper()} {h}x{w}")
         print("| runner | median (s) | speed-up over HF eager fp32 | max abs diff vs HF eager |")
         print("|---|---|---|---|")
         for k, t in med.items():
