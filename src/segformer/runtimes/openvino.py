@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 from collections import OrderedDict
 from collections.abc import Iterable
 from pathlib import Path
@@ -96,7 +97,8 @@ class ShapeCompiler:
     (faster: see the module docstring) when declared up front (`static_shapes`: the size the caller will run)
     or when it comes the second time (a stream of one size); a shape seen once runs on one dynamic compile, so
     a folder of images of many sizes does not pay a compile per image. At most MAX_STATIC_SHAPES static
-    compiles are kept (the least recently used is dropped)."""
+    compiles are kept (the least recently used is dropped). Calls are serialised (an infer request runs one
+    input at a time), so threads may share a runner."""
 
     def __init__(self, ov_model, *, precision: str = "float32", threads: int | None = None,
                  static_shapes: Iterable[tuple[int, ...]] = ()):
@@ -105,6 +107,7 @@ class ShapeCompiler:
         self.static: OrderedDict[tuple[int, ...], tuple] = OrderedDict()
         self.seen: set[tuple[int, ...]] = set()
         self.dynamic = None
+        self.lock = threading.Lock()
         for shape in static_shapes:
             self._compile_static(tuple(shape))
 
@@ -133,8 +136,9 @@ class ShapeCompiler:
         return self.dynamic
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        request, output = self.request(tuple(x.shape))
-        return request.infer({INPUT_NAME: x}, share_inputs=True)[output].copy()
+        with self.lock:
+            request, output = self.request(tuple(x.shape))
+            return request.infer({INPUT_NAME: x}, share_inputs=True)[output].copy()
 
 
 def _read_meta(ov_model) -> dict[str, str]:
