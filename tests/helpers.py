@@ -1,4 +1,5 @@
-"""Helpers shared by the tests: where the MMSegmentation and MMPose oracles live, and weight randomisation."""
+"""Helpers shared by the tests: where the MMSegmentation and MMPose oracles live, weight randomisation, and a
+SegFormer that goes wrong at a chosen training step."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
+
+from segformer.models.segmentor import SegFormer
 
 ROOT = Path(__file__).resolve().parents[1]
 MMSEG_PYTHON = Path(os.environ.get("SEGFORMER_MMSEG_PYTHON", ROOT / ".venv-mmseg" / "bin" / "python"))
@@ -68,3 +71,22 @@ def mmpose_oracle() -> tuple[str, str]:
     if not MMPOSE_PYTHON.exists():
         pytest.skip(f"MMPose oracle venv absent ({MMPOSE_PYTHON}); `make test` creates it (.venv-mmpose/.installed)")
     return str(MMPOSE_PYTHON), str(MMCV_SHIM)
+
+
+class FaultAt(SegFormer):
+    """A SegFormer whose `at`-th training forward goes through `fault` (what goes wrong is the subclass's)."""
+
+    def __init__(self, config, at: int):
+        super().__init__(config)
+        self.calls, self.at = 0, at
+
+    def forward(self, x, *args, **kwargs):
+        out = super().forward(x, *args, **kwargs)
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at:
+                out = self.fault(out)
+        return out
+
+    def fault(self, out):
+        raise NotImplementedError

@@ -15,6 +15,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import segformer
+from helpers import FaultAt
 from segformer import cli
 from segformer.checkpoints.io import write_safetensors
 from segformer.data.synthetic import write_synthetic
@@ -131,21 +132,13 @@ def test_2_a_run_that_failed_before_its_first_checkpoint_is_started_over(synth, 
 
 
 # 4 ------------------------------------------------------------------------------------------------------------
-class Diverging(SegFormer):
+class Diverging(FaultAt):
     """A SegFormer whose weights turn NaN during its `at`-th training forward (after the loss is computed from
     finite weights, so the loss check cannot see it before the step)."""
 
-    def __init__(self, config, at: int):
-        super().__init__(config)
-        self.calls, self.at = 0, at
-
-    def forward(self, x):
-        out = super().forward(x)
-        if self.training:
-            self.calls += 1
-            if self.calls == self.at:
-                with torch.no_grad():
-                    self.decode_head.classifier.bias.fill_(float("nan"))
+    def fault(self, out):
+        with torch.no_grad():
+            self.decode_head.classifier.bias.fill_(float("nan"))
         return out
 
 

@@ -16,11 +16,11 @@ from safetensors.torch import load_file
 from torch import nn
 
 import segformer
+from helpers import FaultAt
 from segformer import cli
 from segformer.data.datasets import open_dataset
 from segformer.data.synthetic import write_synthetic
 from segformer.evaluation import evaluate
-from segformer.models.segmentor import SegFormer
 from segformer.training import NonFiniteLossError, TrainConfig, load_config, train
 from segformer.training.checkpoint import list_checkpoints, load_checkpoint
 from segformer.training.data import train_loader
@@ -133,20 +133,11 @@ def test_resume_after_sigkill_is_bit_exact(synth, tmp_path):
            json.loads((tmp_path / "killed" / "metrics.json").read_text())
 
 
-class Poisoned(SegFormer):
+class Poisoned(FaultAt):
     """A SegFormer whose `at`-th training forward returns NaN logits."""
 
-    def __init__(self, config, at: int):
-        super().__init__(config)
-        self.calls, self.at = 0, at
-
-    def forward(self, x):
-        out = super().forward(x)
-        if self.training:
-            self.calls += 1
-            if self.calls == self.at:
-                out = out * float("nan")
-        return out
+    def fault(self, out):
+        return out * float("nan")
 
 
 def test_nan_loss_stops_naming_the_iteration(synth, tmp_path):

@@ -156,6 +156,16 @@ def hf_twin(model: nn.Module) -> nn.Module:
         return SegformerForSemanticSegmentation.from_pretrained(tmp, attn_implementation="sdpa")
 
 
+def _step_memory(step, dev: torch.device) -> tuple[int | None, int | None]:
+    """(peak memory during one `step`, memory before it) in bytes; None where the device does not say."""
+    synchronize(dev)
+    _reset_peak(dev)
+    before = _memory_bytes(dev, peak=False)
+    step()
+    synchronize(dev)
+    return _memory_bytes(dev, peak=True), before
+
+
 def benchmark(model: nn.Module, height: int, width: int, *, batch: int = 1, dtype: str = "float32",
               device: str = "cpu", runs: int = 10, warmup: int = 2, train: bool = False,
               reference: nn.Module | None = None, runner: nn.Module | None = None) -> dict:
@@ -197,12 +207,7 @@ def benchmark(model: nn.Module, height: int, width: int, *, batch: int = 1, dtyp
         result.update({f"{prefix}latency_median_s": median, f"{prefix}latency_min_s": min(t),
                        f"{prefix}latency_max_s": max(t), f"{prefix}throughput_img_s": batch / median})
     for prefix, step in candidates.items():  # peak memory of one step each, measured apart, after timing
-        synchronize(dev)
-        _reset_peak(dev)
-        before = _memory_bytes(dev, peak=False)
-        step()
-        synchronize(dev)
-        peak = _memory_bytes(dev, peak=True)
+        peak, before = _step_memory(step, dev)
         result[f"{prefix}peak_memory_bytes"] = peak
         result[f"{prefix}peak_memory_increase_bytes"] = peak - before if None not in (peak, before) else None
     if reference is not None:

@@ -1,4 +1,5 @@
-"""`segformer` command line: one subcommand per job; each is a `_add_<name>` + `_run_<name>` pair in its own module.
+"""`segformer` command line: one subcommand per job, each in its own module: `add_<name>` (its parser, over the
+shared argument groups of `common.py`) and a thin run function.
 
 Expected failures (bad input, missing or existing files, a diverged run, an interrupt) end as one line on stderr
 and exit code 2 (130 for Ctrl-C); anything else is a bug and keeps its traceback. SEGFORMER_DEBUG=1 shows the
@@ -12,22 +13,22 @@ import sys
 
 from .. import __version__
 from ..runtime import configure_from_env
-from .bench import _add_bench
+from .bench import add_bench
 from .common import plain_progress_lines
-from .convert import _add_convert
-from .erf import _add_erf
-from .evaluate import _add_eval
-from .export import _add_export
-from .models import _add_models
-from .predict import _add_predict
-from .serve import _add_serve
-from .synth import _add_synth
-from .train import _add_train
+from .convert import add_convert
+from .erf import add_erf
+from .evaluate import add_eval
+from .export import add_export
+from .models import add_models
+from .predict import add_predict
+from .serve import add_serve
+from .synth import add_synth
+from .train import add_train
 
 __all__ = ["COMMANDS", "build_parser", "main", "one_line"]
 
-COMMANDS = [_add_models, _add_convert, _add_synth, _add_eval, _add_predict, _add_train, _add_bench, _add_export,
-            _add_serve, _add_erf]
+COMMANDS = [add_models, add_convert, add_synth, add_eval, add_predict, add_train, add_bench, add_export,
+            add_serve, add_erf]
 
 
 def build_parser() -> argparse.ArgumentParser:

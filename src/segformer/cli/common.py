@@ -1,4 +1,5 @@
-"""Argument parsers and a model loader shared by several subcommands."""
+"""Argument groups, parsers and helpers that several subcommands share (model, runtime, dtype, token merging,
+inference window and test-time augmentation, input resize, a JSON output)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,12 @@ import math
 import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
+
+from ..utils.dtypes import DTYPE_NAMES
+
+EXPORTED_HELP = "hub id, zoo preset, HF directory, checkpoint file, or an exported .onnx / OpenVINO .xml"
+RANDOM_HELP = "zoo name (random weights), hub id, HF directory or checkpoint"
 
 
 def parse_hw(values: list[int] | None, name: str) -> tuple[int, int] | None:
@@ -17,6 +24,105 @@ def parse_hw(values: list[int] | None, name: str) -> tuple[int, int] | None:
     if len(values) not in (1, 2) or min(values) < 1:
         raise ValueError(f"{name} takes one or two positive ints (H W), got {values}")
     return (values[0], values[-1])
+
+
+def add_model_args(p, help: str = EXPORTED_HELP, *, device_help: str = "cpu, cuda, cuda:1, ...",
+                   dtype_help: str = "autocast dtype", token_merging: bool = True) -> None:
+    """--model, --device, --dtype and (unless off) --token-merging."""
+    p.add_argument("--model", required=True, help=help)
+    p.add_argument("--device", help=f"{device_help} (default: cuda if available, else cpu)")
+    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help=dtype_help)
+    if token_merging:
+        p.add_argument("--token-merging", help="SegFormer++ strategy: hq, fast, 2x2, downsample, or a YAML file")
+
+
+def add_window_args(p, crop_extra: str = "") -> None:
+    """--mode, --crop, --stride: whole-image or sliding-window inference."""
+    p.add_argument("--mode", choices=["whole", "slide"],
+                   help="inference mode (default: the model's recorded test pipeline, else whole)")
+    p.add_argument("--crop", type=int, nargs="+", metavar="N",
+                   help=f"slide window: H W, or one int (default: the recorded one, else 512){crop_extra}")
+    p.add_argument("--stride", type=int, nargs="+", metavar="N",
+                   help="slide stride: H W, or one int (default: the recorded one, else 2/3 of --crop)")
+
+
+def add_tta_args(p, scales_default: list[float] | None = None) -> None:
+    """--scales and --flip: test-time augmentation."""
+    p.add_argument("--scales", type=float, nargs="+", default=scales_default,
+                   help="multi-scale test ratios, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
+    p.add_argument("--flip", action="store_true", help="add horizontally flipped runs (test-time augmentation)")
+
+
+def add_json_args(p, what: str, also: str = "") -> None:
+    """--json OUT and --overwrite."""
+    p.add_argument("--json", metavar="OUT", help=f"write {what} to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help=f"replace an existing --json{also} file")
+
+
+def json_out(args) -> Path | None:
+    """The --json path, refused before any work when it exists without --overwrite."""
+    out = Path(args.json) if args.json else None
+    if out is not None and out.exists() and not args.overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    return out
+
+
+def device_of(args) -> str:
+    """--device, else cuda when there is one, else cpu."""
+    import torch
+
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def launch_place() -> tuple[int, int]:
+    """(rank, world size) of this process as torchrun launched it; (0, 1) outside torchrun."""
+    from ..utils.distributed import launch_env
+
+    rank, world, _ = launch_env()
+    return rank, world
+
+
+def process_device(device: str, world: int) -> str:
+    """`device`, with one GPU per process when torchrun started several on "cuda"."""
+    from ..utils.distributed import launch_env
+
+    return f"cuda:{launch_env()[2]}" if device == "cuda" and world > 1 else device
+
+
+@contextlib.contextmanager
+def process_group(world: int) -> Iterator[None]:
+    """A gloo process group for the CLI's file jobs when torchrun started several processes (joined in step)."""
+    import torch.distributed as dist
+
+    if world > 1:
+        dist.init_process_group("gloo")
+        dist.barrier()
+    try:
+        yield
+    finally:
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def sum_over_processes(values: list[int], world: int) -> list[int]:
+    """`values` summed over the processes of the group (itself with one process)."""
+    import torch
+    import torch.distributed as dist
+
+    counts = torch.tensor(values)
+    if world > 1:
+        dist.all_reduce(counts)
+    return [int(v) for v in counts]
+
+
+def save_png(picture, path) -> None:
+    """Write a PIL image or an integer array (8-bit, or 16-bit grey) as PNG, atomically (temp file + rename)."""
+    from PIL import Image
+
+    from ..utils.io import atomic_write
+
+    picture = picture if isinstance(picture, Image.Image) else Image.fromarray(picture)
+    atomic_write(path, lambda tmp: picture.save(tmp, format="PNG"))
 
 
 def add_resize_args(p) -> None:

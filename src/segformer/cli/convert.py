@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def _add_convert(sub: argparse._SubParsersAction) -> None:
+def add_convert(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("convert", help="convert a checkpoint between formats (hf, nvlabs, mmseg, ours)")
     p.add_argument("src", help="hub id, HF directory or checkpoint file")
     p.add_argument("dst", help="output directory (hf, ours) or file (nvlabs, mmseg, mmpose: .pth or .safetensors)")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from .common import device_of
 
-def _add_erf(sub: argparse._SubParsersAction) -> None:
+
+def add_erf(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("erf", help="effective receptive fields of a SegFormer's stages and decoder, averaged "
                                    "over dataset images (PNG per target + one combined figure + erf.json)")
     p.add_argument("--model", required=True, help="hub id, zoo preset, HF directory or checkpoint file")
@@ -24,11 +26,10 @@ def _run_erf(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    import torch
-
     from .. import load_model
     from ..data.datasets import open_dataset
     from ..erf import TARGETS, effective_receptive_fields, erf_area, save_erf_figures
+    from ..models.base import model_config
     from ..preprocess import MMSEG_MEAN, MMSEG_STD, ImageProcessor
     from ..utils.io import atomic_write
 
@@ -40,8 +41,9 @@ def _run_erf(args: argparse.Namespace) -> int:
     if existing and not args.overwrite:
         raise FileExistsError(f"{existing[0]} exists; pass --overwrite to replace the figures in {out}")
     model = load_model(args.model)
-    dataset = open_dataset(args.data, args.split, num_classes=getattr(model.config, "num_classes", None))
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    config = model_config(model)
+    dataset = open_dataset(args.data, args.split, num_classes=config.num_classes if config is not None else None)
+    device = device_of(args)
     model.to(device)
     processor = ImageProcessor(size=tuple(args.size), rescale_factor=1.0, mean=MMSEG_MEAN, std=MMSEG_STD)
     count = min(args.images, len(dataset))

@@ -5,70 +5,50 @@ from __future__ import annotations
 import argparse
 
 from ..runtimes.loading import load_source
-from ..utils.dtypes import DTYPE_NAMES
-from .common import parse_hw
+from .common import add_json_args, add_model_args, add_tta_args, add_window_args, device_of, json_out, parse_hw
 from .corruptions import add_corruption_args, check_outputs, run_corruptions
-from .runtimes import _add_runtime, choose_runtime
+from .runtimes import add_runtime_arg, choose_runtime
 
 
-def _add_eval(sub: argparse._SubParsersAction) -> None:
+def add_eval(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("eval", help="score a model on a dataset: aAcc, mIoU, mAcc and per-class IoU/Acc (as mmseg)")
-    p.add_argument("--model", required=True, help="hub id, zoo preset, HF directory, checkpoint file, or an exported "
-                                                   ".onnx / OpenVINO .xml")
+    add_model_args(p)
     p.add_argument("--data", required=True, help="dataset root: ADE20K, Cityscapes or folder layout (detected)")
     p.add_argument("--split", default="val", help="split to score (default val)")
-    p.add_argument("--mode", choices=["whole", "slide"],
-                   help="inference mode (default: the model's recorded test pipeline, else whole)")
-    p.add_argument("--crop", type=int, nargs="+", metavar="N",
-                   help="slide window size: H W, or one int (default: the recorded one, else 512); pose models: "
-                        "the input size H W (default 384 288)")
-    p.add_argument("--stride", type=int, nargs="+", metavar="N",
-                   help="slide window stride: H W, or one int (default: the recorded one, else 2/3 of --crop)")
+    add_window_args(p, crop_extra="; pose models: the input size H W (default 384 288)")
     p.add_argument("--scale", type=int, nargs=2, metavar=("LONG", "SHORT"),
                    help="keep-ratio resize bound before inference (default: the model's recorded test pipeline, "
                         "else the dataset's recipe, e.g. 2048 512 for ADE20K, 2048 1024 for Cityscapes; none for "
                         "a folder)")
-    p.add_argument("--scales", type=float, nargs="+", help="multi-scale test ratios, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
-    p.add_argument("--flip", action="store_true", help="add horizontally flipped runs (test-time augmentation)")
+    add_tta_args(p)
     p.add_argument("--no-flip-test", action="store_true", help="pose models: skip the flip test (on by default)")
     p.add_argument("--coco-ap", action=argparse.BooleanOptionalAction, default=None,
                    help="pose models: COCO keypoint AP (default: when pycocotools is installed and the keypoints "
                         "are COCO's 17; --coco-ap requires it)")
-    p.add_argument("--token-merging", help="SegFormer++ strategy: hq, fast, 2x2, downsample, or a YAML file")
-    p.add_argument("--dtype", choices=DTYPE_NAMES, default="float32", help="autocast dtype")
-    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda if available, else cpu)")
     p.add_argument("--num-workers", type=int, default=2, help="data loading workers (default 2)")
-    p.add_argument("--json", metavar="OUT", help="write the metrics (and the settings) to this JSON file")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing --json (or --plot) file")
-    _add_runtime(p)
+    add_json_args(p, "the metrics (and the settings)", also=" (or --plot)")
+    add_runtime_arg(p)
     add_corruption_args(p)
-    p.set_defaults(func=_run_eval)
+    p.set_defaults(func=run_eval)
 
 
-def _run_eval(args: argparse.Namespace) -> int:
-    import json
-    import math
-    from pathlib import Path
-
-    import torch
-
+def run_eval(args: argparse.Namespace) -> int:
     from ..data.datasets import open_dataset
     from ..evaluation import evaluate, first_input
+    from ..models.base import model_config
     from ..protocol import resolve_scale, resolve_window
-    from ..utils.io import atomic_write_text
 
     crop, stride = parse_hw(args.crop, "--crop"), parse_hw(args.stride, "--stride")
-    out = Path(args.json) if args.json else None
-    if out is not None and out.exists() and not args.overwrite:
-        raise FileExistsError(f"{out} exists; pass --overwrite to replace it")
+    out = json_out(args)
     check_outputs(args)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_of(args)
     model = load_source(args.model, args.runtime, device=device, dtype=args.dtype, token_merging=args.token_merging)
-    if getattr(getattr(model, "config", None), "task", None) == "pose":
+    config = model_config(model)
+    if config is not None and config.task == "pose":
         from .evaluate_pose import run_pose_eval
 
         return run_pose_eval(args, model, crop, out)
-    num_classes = getattr(getattr(model, "config", None), "num_classes", None)
+    num_classes = config.num_classes if config is not None else None
     dataset = open_dataset(args.data, args.split, num_classes=num_classes)
     if num_classes is not None and num_classes != dataset.num_classes:
         raise ValueError(f"model {args.model} predicts {num_classes} classes but dataset {args.data} has "
@@ -85,7 +65,15 @@ def _run_eval(args: argparse.Namespace) -> int:
                     **{k: list(v) if isinstance(v, tuple) else v if v is None or isinstance(v, (int, float, str, list))
                        else str(v) for k, v in options.items()}}
         return run_corruptions(args, model, dataset, settings, **options)
-    result = evaluate(model, dataset, **options)
+    _report(args, dataset, evaluate(model, dataset, **options), out)
+    return 0
+
+
+def _report(args: argparse.Namespace, dataset, result: dict, out) -> None:
+    """Print the per-class table and the summary; with --json also write them and the settings."""
+    import math
+
+    from ..utils.io import write_json
 
     def fmt(v: float) -> str:
         return "   nan" if math.isnan(v) else f"{v:6.2f}"
@@ -100,13 +88,5 @@ def _run_eval(args: argparse.Namespace) -> int:
         settings = {"model": args.model, "data": str(args.data), "dataset": dataset.kind, "split": args.split,
                     **result.pop("protocol"), "scales": args.scales,
                     "flip": args.flip, "token_merging": args.token_merging, "dtype": args.dtype}
-
-        def clean(v):  # JSON has no NaN: classes with 0 / 0 become null
-            if isinstance(v, float) and math.isnan(v):
-                return None
-            return [clean(x) for x in v] if isinstance(v, (list, tuple)) else v
-
-        payload = {**{k: clean(v) for k, v in result.items()}, "settings": settings}
-        atomic_write_text(out, json.dumps(payload, indent=2))
+        write_json(out, {**result, "settings": settings})  # classes with 0 / 0 (NaN) become null
         print(f"wrote {out}")
-    return 0

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import load_for_bench, parse_size
+from .common import RANDOM_HELP, load_for_bench, parse_size
 
 
-def _add_export(sub: argparse._SubParsersAction) -> None:
+def add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a model to ONNX or OpenVINO IR, checked against PyTorch",
                        description="ONNX needs the onnx extra, OpenVINO the openvino extra (pip install "
                                    "'segformer[openvino]'). The graph maps pixel_values (B, 3, H, W) to logits and "
@@ -16,7 +16,7 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                                    "traced at --size, and with --dynamic batch, height and width stay free; OpenVINO "
                                    "IR (NAME.xml + NAME.bin) is always dynamic. Afterwards the runtime is compared "
                                    "with PyTorch (max abs logit difference) at --size and a second size.")
-    p.add_argument("--model", required=True, help="zoo name (random weights), hub id, HF directory or checkpoint")
+    p.add_argument("--model", required=True, help=RANDOM_HELP)
     p.add_argument("--format", choices=["onnx", "openvino"], default="onnx", help="output format (default onnx)")
     p.add_argument("--out", required=True, help="output file: model.onnx, or model.xml for OpenVINO")
     p.add_argument("--dynamic", action="store_true", help="ONNX: symbolic batch, height and width")
@@ -62,10 +62,12 @@ def calibration_inputs(root: str, split: str, count: int, model):
     """Up to `count` images of a data set, as `segformer eval` feeds them to the model (numpy, 1x3xHxW)."""
     from ..data.datasets import open_dataset
     from ..evaluation import first_input
+    from ..models.base import model_config
 
     if count < 1:
         raise ValueError(f"--calib-size must be >= 1, got {count}")
-    dataset = open_dataset(root, split, num_classes=getattr(getattr(model, "config", None), "num_classes", None))
+    config = model_config(model)
+    dataset = open_dataset(root, split, num_classes=config.num_classes if config is not None else None)
     indices = range(0, len(dataset), max(1, len(dataset) // count))[:count]
     print(f"calibrating on {len(indices)} of {len(dataset)} images of {root} ({split})")
     return [first_input(dataset, index=i)[None].numpy() for i in indices]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def _add_models(sub: argparse._SubParsersAction) -> None:
+def add_models(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("models", help="list the named models (and their hub ids)")
     p.set_defaults(func=_run_models)
 

@@ -54,7 +54,7 @@ def run_pose_predict(args: argparse.Namespace, model, inputs: list) -> int:
     from ..preprocess import to_rgb_array
     from ..utils.io import atomic_write_text
     from ..visualize import draw_keypoints
-    from .predict import _save_png
+    from .common import save_png
 
     jobs = [(image, Path(args.out) / stem) for image, stem in inputs]
     taken = [p for _, p in jobs if p.with_name(f"{p.name}_pose.png").exists()]
@@ -78,7 +78,7 @@ def run_pose_predict(args: argparse.Namespace, model, inputs: list) -> int:
             found = boxes_for(image, boxes)
             keypoints, scores = predict_keypoints(model, rgb, found, input_size=(width, height), meta=meta,
                                                   flip_test=not args.no_flip_test)
-            _save_png(draw_keypoints(rgb, keypoints, scores, meta.skeleton, meta.flip_indices,
+            save_png(draw_keypoints(rgb, keypoints, scores, meta.skeleton, meta.flip_indices,
                                      boxes=found), stem.with_name(f"{stem.name}_pose.png"))
             people = [{"keypoints": np.concatenate([k, s[:, None]], 1).round(2).tolist(),
                        "score": float(s.mean())} for k, s in zip(keypoints, scores)]

@@ -10,7 +10,7 @@ RUNTIME_ENV = "SEGFORMER_RUNTIME"
 CHOICES = ["auto", "torch", "onnxruntime", "openvino"]
 
 
-def _add_runtime(p: argparse.ArgumentParser) -> None:
+def add_runtime_arg(p: argparse.ArgumentParser) -> None:
     default = os.environ.get(RUNTIME_ENV, "auto")
     p.add_argument("--runtime", choices=CHOICES, default=default if default in CHOICES else "auto",
                    help="what runs the model on the CPU: auto (default; OpenVINO when installed and faster here for "

@@ -4,25 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from .common import add_resize_args
-from .runtimes import _add_runtime
+from .common import add_model_args, add_resize_args, device_of
+from .runtimes import add_runtime_arg
 
 ENV_CONFIG = "SEGFORMER_SERVE_CONFIG"  # how --workers processes receive the settings
 
 
-def _add_serve(sub: argparse._SubParsersAction) -> None:
+def add_serve(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "serve", help="HTTP inference server with dynamic batching and a web page",
         description="Serve a segmentation model over HTTP: POST /v1/segment (label map PNG, JSON areas or an overlay "
                     "JPEG), GET /v1/model, /healthz, /readyz, /metrics, and a web page at /. Requests arriving "
                     "within --max-wait-ms run as one batch. Needs the serve extra: pip install 'segformer[serve]'.")
-    p.add_argument("--model", required=True, help="hub id, zoo preset, HF directory or checkpoint file")
+    add_model_args(p, "hub id, zoo preset, HF directory or checkpoint file", device_help="cpu, cuda, cuda:1")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--token-merging", help="SegFormer++ strategy: hq, fast, 2x2, downsample, or a YAML file")
-    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32", help="autocast dtype")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda if available, else cpu)")
-    _add_runtime(p)
+    add_runtime_arg(p)
     add_resize_args(p)
     p.add_argument("--max-batch", type=int, default=8, help="images per forward pass at most (1: no batching)")
     p.add_argument("--max-wait-ms", type=float, default=10.0, help="how long a batch waits for more (default 10)")
@@ -36,13 +33,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 def _config(args: argparse.Namespace):
-    import torch
-
     from ..serve.engine import ServeConfig
     from .common import processor_from_args
 
     return ServeConfig(model=args.model, token_merging=args.token_merging, dtype=args.dtype, runtime=args.runtime,
-                       device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"),
+                       device=device_of(args),
                        processor=processor_from_args(args), max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
                        max_queue=args.max_queue, max_pixels=int(args.max_pixels),
                        max_body_bytes=int(args.max_body_mb * 2**20))

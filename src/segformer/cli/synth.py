@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 
-def _add_synth(sub: argparse._SubParsersAction) -> None:
+def add_synth(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("synth", help="write a small synthetic segmentation set (folder layout) or pose set (COCO "
                                      "keypoints: --task pose) for demos and tests")
     p.add_argument("root", help="output folder: gets images/<split>/, masks/<split>/ and classes.txt (pose: "

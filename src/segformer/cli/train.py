@@ -8,7 +8,7 @@ import sys
 from .common import parse_hw
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
+def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train", help="train a model: the papers' recipes (configs/*.yaml), AMP, exact --resume, DDP via torchrun",
         description="Train from a recipe YAML (see configs/), plain flags and --set key=value overrides (later wins). "

@@ -80,7 +80,7 @@ class SegmentationDataset(torch.utils.data.Dataset):
         return f"{type(self).__name__}(root={str(self.root)!r}, split={self.split!r}, {len(self)} images)"
 
 
-def _pair(image_dir: Path, label_dir: Path, image_suffixes: tuple[str, ...],
+def pair_files(image_dir: Path, label_dir: Path, image_suffixes: tuple[str, ...],
           label_names: Callable[[Path], list[str]]) -> list[tuple[Path, Path]]:
     """Pairs every image under `image_dir` (recursively) with its label map; errors name the missing file."""
     if not image_dir.is_dir():
@@ -102,7 +102,7 @@ def _pair(image_dir: Path, label_dir: Path, image_suffixes: tuple[str, ...],
     return pairs
 
 
-def _split_dir(parent: Path, split: str, aliases: dict[str, str]) -> str:
+def split_dir(parent: Path, split: str, aliases: dict[str, str]) -> str:
     """The folder name for `split` under `parent`, accepting train/val/test and the dataset's own names."""
     for name in (split, aliases.get(split)):
         if name and (parent / name).is_dir():
@@ -125,8 +125,8 @@ class ADE20K(SegmentationDataset):
         if (root / "ADEChallengeData2016").is_dir():
             root = root / "ADEChallengeData2016"
         aliases = {"train": "training", "val": "validation", "training": "train", "validation": "val"}
-        name = _split_dir(root / "images", split, aliases)
-        samples = _pair(root / "images" / name, root / "annotations" / name, (".jpg", ".jpeg", ".png"),
+        name = split_dir(root / "images", split, aliases)
+        samples = pair_files(root / "images" / name, root / "annotations" / name, (".jpg", ".jpeg", ".png"),
                         lambda p: [p.stem + ".png"])
         super().__init__(root, split, samples, list(ADE20K_CLASSES))
 
@@ -150,13 +150,13 @@ class Cityscapes(SegmentationDataset):
 
     def __init__(self, root: str | Path, split: str = "val"):
         root = Path(root)
-        name = _split_dir(root / "leftImg8bit", split, {"validation": "val", "training": "train"})
+        name = split_dir(root / "leftImg8bit", split, {"validation": "val", "training": "train"})
 
         def label_names(image: Path) -> list[str]:
             stem = image.name[: -len("_leftImg8bit.png")]
             return [f"{stem}_gtFine_labelTrainIds.png", f"{stem}_gtFine_labelIds.png"]
 
-        samples = _pair(root / "leftImg8bit" / name, root / "gtFine" / name, ("_leftImg8bit.png",), label_names)
+        samples = pair_files(root / "leftImg8bit" / name, root / "gtFine" / name, ("_leftImg8bit.png",), label_names)
         n_ids = sum(label.name.endswith("_labelIds.png") for _, label in samples)
         if n_ids:
             logger.warning("Cityscapes %s: %d of %d label maps have no *_labelTrainIds.png; converting their "
@@ -194,9 +194,9 @@ class FolderDataset(SegmentationDataset):
             names = [f"class_{i}" for i in range(num_classes)]
         else:
             raise ValueError(f"{root} has no classes.txt: add one (one class name per line) or pass num_classes")
-        name = _split_dir(root / "images", split, {"val": "validation", "validation": "val",
+        name = split_dir(root / "images", split, {"val": "validation", "validation": "val",
                                                    "train": "training", "training": "train"})
-        samples = _pair(root / "images" / name, root / "masks" / name, IMAGE_EXTENSIONS,
+        samples = pair_files(root / "images" / name, root / "masks" / name, IMAGE_EXTENSIONS,
                         lambda p: [p.stem + ".png"])
         super().__init__(root, split, samples, names)
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from ..preprocess import reduce_labels
 from . import class_lists as cl
-from .datasets import IGNORE_INDEX, SegmentationDataset, _pair, _split_dir
+from .datasets import IGNORE_INDEX, SegmentationDataset, pair_files, split_dir
 
 # COCO-Stuff stuffthingmaps ids 0..181 (0-based COCO category ids) that name no class; the other 171 ids map to
 # train ids 0..170 in order (mmseg's coco_stuff164k.py converter table).
@@ -38,8 +38,8 @@ class COCOStuff164k(SegmentationDataset):
 
     def __init__(self, root: str | Path, split: str = "val"):
         root = Path(root)
-        name = _split_dir(root / "images", split, {"train": "train2017", "val": "val2017"})
-        samples = _pair(root / "images" / name, root / "annotations" / name, (".jpg",),
+        name = split_dir(root / "images", split, {"train": "train2017", "val": "val2017"})
+        samples = pair_files(root / "images" / name, root / "annotations" / name, (".jpg",),
                         lambda p: [f"{p.stem}_labelTrainIds.png", f"{p.stem}.png"])
         super().__init__(root, split, samples, list(cl.COCO_STUFF_CLASSES))
         self._lut = coco_stuff_lut()

@@ -37,6 +37,7 @@ class ModelConfig:
     num_classes: int
     class_names: list[str] | None
     ignore_index: int
+    task: str = "segmentation"  # a dataclass field where an architecture has several tasks (SegFormer)
 
     def _check_classes(self) -> None:
         if self.num_classes < 1:
@@ -213,6 +214,13 @@ def model_from_config(config: ModelConfig | dict) -> SegmentationModel:
     """A freshly initialised model of a config (or its `to_dict()`)."""
     config = config_from_dict(config) if isinstance(config, dict) else config
     return _ARCHITECTURES[config.architecture](config)
+
+
+def model_config(model: nn.Module) -> ModelConfig | None:
+    """The `ModelConfig` of a model here, or of a runner of an exported model (which keeps it); None for an encoder
+    alone or a model without one."""
+    config = getattr(model, "config", None)
+    return config if isinstance(config, ModelConfig) else None
 
 
 def input_channels(model: nn.Module) -> int:

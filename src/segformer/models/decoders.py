@@ -41,6 +41,15 @@ def _upsample_sum(parts: list[torch.Tensor], size: tuple[int, int]) -> torch.Ten
     return out
 
 
+def _add_fusion(head: nn.Module, stages: int, dim: int, num_classes: int, dropout: nn.Module, bn_eps: float) -> None:
+    """The layers both All-MLP styles end in: `linear_fuse` (1x1, stages x dim -> dim, no bias), `bn`, `dropout`
+    and the 1x1 `classifier`, registered in that order (the state-dict order of both references)."""
+    head.linear_fuse = nn.Conv2d(dim * stages, dim, 1, bias=False)
+    head.bn = nn.BatchNorm2d(dim, eps=bn_eps)
+    head.dropout = dropout
+    head.classifier = nn.Conv2d(dim, num_classes, 1)
+
+
 class MLPDecoder(nn.Module):
     """All-MLP decoder as in HF transformers and the NVlabs release.
 
@@ -53,10 +62,7 @@ class MLPDecoder(nn.Module):
                  bn_eps: float = 1e-5):
         super().__init__()
         self.linear_c = nn.ModuleList(nn.Linear(c, dim) for c in in_channels)
-        self.linear_fuse = nn.Conv2d(dim * len(in_channels), dim, 1, bias=False)
-        self.bn = nn.BatchNorm2d(dim, eps=bn_eps)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Conv2d(dim, num_classes, 1)
+        _add_fusion(self, len(in_channels), dim, num_classes, nn.Dropout(dropout), bn_eps)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         dim = self.bn.num_features
@@ -104,10 +110,7 @@ class MMSegMLPDecoder(nn.Module):
                  bn_eps: float = 1e-5):
         super().__init__()
         self.convs = nn.ModuleList(ConvBNReLU(c, dim, bn_eps) for c in in_channels)
-        self.linear_fuse = nn.Conv2d(dim * len(in_channels), dim, 1, bias=False)
-        self.bn = nn.BatchNorm2d(dim, eps=bn_eps)
-        self.dropout = nn.Dropout2d(dropout)
-        self.classifier = nn.Conv2d(dim, num_classes, 1)
+        _add_fusion(self, len(in_channels), dim, num_classes, nn.Dropout2d(dropout), bn_eps)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         dim = self.bn.num_features

@@ -22,3 +22,18 @@ class DropPath(nn.Module):
 
     def extra_repr(self) -> str:
         return f"p={self.p}"
+
+
+def init_linear_or_norm(module: nn.Module) -> bool:
+    """The transformer init that MiT (NVlabs/HF) and ViT (timm/mmseg) share: trunc-normal 0.02 Linear weights, zero
+    biases, LayerNorm to identity. True when `module` was one of those."""
+    if isinstance(module, nn.Linear):
+        nn.init.trunc_normal_(module.weight, std=0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+        return True
+    if isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+        return True
+    return False

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import DropPath
+from .layers import DropPath, init_linear_or_norm
 
 
 @dataclass
@@ -239,14 +239,7 @@ class MixTransformer(nn.Module):
 
 def _init_weights(module: nn.Module) -> None:
     """Init as NVlabs/HF: trunc-normal 0.02 for Linear, fan-out normal for convs, LN to identity."""
-    if isinstance(module, nn.Linear):
-        nn.init.trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Conv2d):
+    if not init_linear_or_norm(module) and isinstance(module, nn.Conv2d):
         fan_out = module.kernel_size[0] * module.kernel_size[1] * module.out_channels // module.groups
         nn.init.normal_(module.weight, 0.0, (2.0 / fan_out) ** 0.5)
         if module.bias is not None:

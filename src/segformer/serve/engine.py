@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..data.palettes import get_class_names, get_palette
 from ..inference import check_options, predict, run_model
+from ..models.base import model_config as config_of
 from ..preprocess import ImageProcessor, to_rgb_array
 from ..protocol import DEFAULT_CROP, default_stride, predict_processor, recorded_pipeline, resolve_window
 from ..runtimes import RUNTIMES, runtime_of
@@ -90,7 +91,7 @@ def _ints(text: str, name: str) -> tuple[int, int]:
     return values[0], values[-1]
 
 
-def _flag(text: str, name: str) -> bool:
+def query_flag(text: str, name: str) -> bool:
     if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
         raise RequestError(400, f"{name} takes true or false, got {text!r}")
     return text.lower() in ("1", "true", "yes")
@@ -120,8 +121,8 @@ def parse_options(query: Mapping[str, str]) -> SegmentOptions:
         opts.scales = tuple(_number(v, "scales") for v in query["scales"].split(","))
         if len(opts.scales) > MAX_SCALES or not all(0 < s <= 4 for s in opts.scales):
             raise RequestError(400, f"scales takes 1 to {MAX_SCALES} numbers in (0, 4], got {query['scales']!r}")
-    opts.flip = _flag(query["flip"], "flip") if "flip" in query else False
-    opts.rle = _flag(query["rle"], "rle") if "rle" in query else False
+    opts.flip = query_flag(query["flip"], "flip") if "flip" in query else False
+    opts.rle = query_flag(query["rle"], "rle") if "rle" in query else False
     if "opacity" in query:
         opts.opacity = _number(query["opacity"], "opacity")
         if not 0.0 <= opts.opacity <= 1.0:
@@ -185,8 +186,8 @@ class Segmenter:
         self.config = config
         model = load_source(config.model, config.runtime, device=config.device, dtype=config.dtype,
                             token_merging=config.token_merging)
-        model_config = getattr(model, "config", None)
-        self.task = getattr(model_config, "task", None)
+        model_config = config_of(model)
+        self.task = model_config.task if model_config is not None else None
         if self.task not in ("segmentation", "pose"):
             raise ValueError(f"model {config.model} has no segmentation or pose head "
                              f"(task: {self.task or 'encoder'})")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..data.keypoints import KeypointMeta
-from .engine import RequestError, _flag
+from .engine import RequestError, query_flag
 
 MAX_BOXES = 100
 
@@ -31,7 +31,7 @@ def parse_pose_options(query: Mapping[str, str]) -> PoseOptions:
     unknown = sorted(set(query) - {"boxes", "flip"})
     if unknown:
         raise RequestError(400, f"unknown query parameter(s) {unknown}; accepted: boxes, flip")
-    opts = PoseOptions(flip=_flag(query["flip"], "flip") if "flip" in query else True)
+    opts = PoseOptions(flip=query_flag(query["flip"], "flip") if "flip" in query else True)
     if query.get("boxes"):
         try:
             boxes = np.array([[float(v) for v in box.split(",")] for box in query["boxes"].split(";")],
