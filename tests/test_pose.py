@@ -211,6 +211,9 @@ def test_cli_synth_eval_predict(tmp_path, capsys, pose_model):
                  "--boxes", str(boxes), "--size", "64", "48"]) == 0
     people = json.loads((tmp_path / "p" / f"{image.stem}_keypoints.json").read_text())
     assert len(people) == 1 and np.asarray(people[0]["keypoints"]).shape == (17, 3)  # the 0.1 box is dropped
+    scores = np.asarray(people[0]["keypoints"])[:, 2]
+    assert people[0]["score"] == pytest.approx(0.9 * (scores[scores > 0.2].mean() if (scores > 0.2).any() else 0),
+                                               abs=0.01)  # box score x mean keypoint score above 0.2
     assert (tmp_path / "p" / f"{image.stem}_pose.png").is_file()
     assert main(["predict", str(image), "--model", str(tmp_path / "m"), "--out", str(tmp_path / "p")]) == 2
     assert "--overwrite" in capsys.readouterr().err
