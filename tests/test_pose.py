@@ -290,3 +290,12 @@ def test_skeleton_drawing():
                                         meta.flip_indices))
     assert tuple(picture[50, 20]) == (255, 128, 0)  # the left arm's link
     assert picture[50, 60].sum() == 0 and tuple(picture[20, 60]) == (51, 153, 255)  # no right link, its joint
+
+
+def test_save_best_names_a_metric_the_run_reports(tmp_path):
+    from segformer.training.config import TrainConfig
+    from segformer.training.trainer import Trainer
+
+    data = write_synthetic_pose(tmp_path / "d", num_train=2, num_val=1)
+    with pytest.raises(ValueError, match=r"save_best: 'mIoU' is not reported .* PCK@0\.1, PCK@0\.05"):
+        Trainer(TrainConfig(model="segformer-b0-pose", data=str(data), save_best="mIoU", out=str(tmp_path / "r")))

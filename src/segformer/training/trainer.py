@@ -126,12 +126,7 @@ class Trainer:
         self.run_dir, self.overwrite = _check_run_dir(config, resume, overwrite), overwrite
         self.dist = ddp.init_distributed(config.device)
         self.pose = is_pose(config)
-        if train_set is None or val_set is None:
-            opened = open_pose_datasets(config) if self.pose else open_datasets(config)
-            train_set, val_set = train_set or opened[0], val_set or opened[1]
-        check_files(train_set)
-        check_files(val_set)
-        check_save_best(config.save_best, best_metrics(val_set) if self.pose else BEST_METRICS[:3])
+        train_set, val_set = self._open_data(config, train_set, val_set)
         if config.tensorboard:
             summary_writer_class()  # missing package: stop before any work
         self.tensorboard: TensorBoardLog | None = None
@@ -173,6 +168,17 @@ class Trainer:
         if self.dist.is_main:
             log.info("%s", self.describe())
         ddp.barrier()  # every process has checked the run directory before rank 0 writes to it
+
+    def _open_data(self, config: TrainConfig, train_set, val_set) -> tuple:
+        """The given data sets, else the config's; their files checked, and `save_best` against what the
+        evaluation of such data reports."""
+        if train_set is None or val_set is None:
+            opened = open_pose_datasets(config) if self.pose else open_datasets(config)
+            train_set, val_set = train_set or opened[0], val_set or opened[1]
+        check_files(train_set)
+        check_files(val_set)
+        check_save_best(config.save_best, best_metrics(val_set) if self.pose else BEST_METRICS[:3])
+        return train_set, val_set
 
     def describe(self) -> str:
         """The resolved settings that shape the run, in one line (logged at start)."""
