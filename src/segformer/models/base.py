@@ -37,6 +37,7 @@ class ModelConfig:
     num_classes: int
     class_names: list[str] | None
     ignore_index: int
+    name: str | None  # the zoo name it was built from, informational
     task: str = "segmentation"  # a dataclass field where an architecture has several tasks (SegFormer)
 
     def _check_classes(self) -> None:

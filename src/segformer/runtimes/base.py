@@ -16,8 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.segmentor import SegFormerConfig
-from ..models.setr import SETRConfig
+from ..models.base import config_from_dict, model_config
 from ..preprocess import ImageProcessor
 from ..protocol import predict_processor
 
@@ -57,12 +56,12 @@ def metadata(model: nn.Module, processor: ImageProcessor | None = None) -> dict[
     class names and the input pipeline (`segformer.predict`'s default for the model unless `processor` says
     otherwise: the recorded keep-ratio resize of a trained model, else HF's fixed 512 x 512; normalisation)."""
     processor = predict_processor(model, "whole") if processor is None else processor
-    config = getattr(model, "config", None)
+    config = model_config(model)
     pipeline = {k: getattr(processor, k) for k in _PIPELINE_FIELDS}
     out = {META_PIPELINE: json.dumps(pipeline)}
-    if hasattr(config, "to_dict"):
+    if config is not None:
         out[META_CONFIG] = json.dumps(config.to_dict())
-        out[META_CLASSES] = json.dumps(getattr(config, "class_names", None))
+        out[META_CLASSES] = json.dumps(config.class_names)
     return out
 
 
@@ -71,8 +70,7 @@ def config_from_metadata(meta: dict[str, str], source: str):
     config = processor = None
     try:
         if META_CONFIG in meta:
-            data = json.loads(meta[META_CONFIG])
-            config = (SETRConfig if data.get("architecture") == "setr" else SegFormerConfig).from_dict(data)
+            config = config_from_dict(json.loads(meta[META_CONFIG]))
         if META_PIPELINE in meta:
             fields = {k: tuple(v) if isinstance(v, list) else v for k, v in json.loads(meta[META_PIPELINE]).items()}
             names = {f.name for f in dataclasses.fields(ImageProcessor)}

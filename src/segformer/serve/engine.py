@@ -294,7 +294,7 @@ class Segmenter:
         """`GET /v1/model`: what is served and how inputs are treated."""
         cfg, mc = self.config, self.model_config
         return {
-            "source": str(cfg.model), "name": getattr(mc, "name", None), "architecture": type(self.model).__name__,
+            "source": str(cfg.model), "name": mc.name, "architecture": type(self.model).__name__,
             "task": self.task,
             "num_classes": self.num_classes, "classes": self.class_names,
             "palette": [[int(v) for v in rgb] for rgb in self.palette[:self.num_classes]],
