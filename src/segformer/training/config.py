@@ -253,6 +253,20 @@ def _describe(tp) -> str:
     return {dict: "a mapping"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+def _number(name: str, value, tp: type) -> int | float:
+    """`value` as an int or float (a numeric string counts); TypeError for a non-number or a fractional int."""
+    if isinstance(value, bool) or value is None:
+        raise TypeError
+    number = float(value) if isinstance(value, str) else value
+    if not math.isfinite(number):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if tp is int:
+        if float(number) != int(number):
+            raise TypeError
+        return int(number)
+    return float(number)
+
+
 def _coerce(name: str, value, tp):
     """`value` as type `tp`, accepting what YAML gives (e.g. '6e-5' as a string, an int for a float,
     one int for a pair); a ValueError names the field otherwise."""
@@ -273,16 +287,7 @@ def _coerce(name: str, value, tp):
                 return value
             raise TypeError
         if tp in (int, float):
-            if isinstance(value, bool) or value is None:
-                raise TypeError
-            number = float(value) if isinstance(value, str) else value
-            if not math.isfinite(number):
-                raise ValueError(f"{name} must be a finite number, got {value!r}")
-            if tp is int:
-                if float(number) != int(number):
-                    raise TypeError
-                return int(number)
-            return float(number)
+            return _number(name, value, tp)
         if tp is str:
             if isinstance(value, (str, int, float)) and not isinstance(value, bool):
                 return str(value)
