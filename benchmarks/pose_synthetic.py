@@ -4,7 +4,9 @@ validation split, then the same trained model with SegFormer++ token merging (HQ
     .venv/bin/python benchmarks/pose_synthetic.py --out runs/pose_bench [--iters 600] [--size 64 48]
 
 Prints a JSON summary (and writes it to OUT/summary.json): the training time and per-iteration seconds, and
-PCK for each merging setting. The training run itself is in OUT/run (log.jsonl, final/).
+PCK for each merging setting, and PCK of the unmerged model and of the training set's mean pose (an image-blind
+predictor) on the ground-truth windows and on windows moved by 15% of their box. The training run itself is in
+OUT/run (log.jsonl, final/).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 from segformer.checkpoints import load_model
 from segformer.data.keypoints import open_keypoints
 from segformer.data.synthetic_pose import write_synthetic_pose
-from segformer.pose_evaluation import evaluate_pose
+from segformer.pose_evaluation import evaluate_pose, shifted_window_pck
 from segformer.training.config import TrainConfig
 from segformer.training.trainer import train
 
@@ -48,9 +50,14 @@ def main() -> None:
     val = open_keypoints(data, "val")
     summary = {"iters": args.iters, "input_hw": args.size, "train_seconds": round(seconds, 1),
                "val_persons": len(val)}
+    input_size = (args.size[1], args.size[0])
     for merging in (None, "hq", "fast", "2x2"):
         model = load_model(out / "run" / "final", **({"token_merging": merging} if merging else {}))
-        summary[merging or "unmerged"] = evaluate_pose(model, val, input_size=(args.size[1], args.size[0]))
+        summary[merging or "unmerged"] = evaluate_pose(model, val, input_size=input_size)
+    model, train_set = load_model(out / "run" / "final"), open_keypoints(data, "train")
+    for shift in (0.0, 0.15):  # against an image-blind predictor: the mean pose in the window
+        summary[f"windows moved {shift:g}"] = shifted_window_pck(model, train_set, val, input_size=input_size,
+                                                                 shift=shift)
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     print(json.dumps(summary, indent=2))
 

@@ -13,41 +13,16 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from segformer import load_model
 from segformer.cli import main
 from segformer.data.keypoints import open_keypoints
 from segformer.data.synthetic_pose import write_synthetic_pose
-from segformer.pose_evaluation import pck_accuracy
-from segformer.pose_inference import predict_batch
+from segformer.pose_evaluation import shifted_window_pck
 from segformer.training.config import TrainConfig
 from segformer.training.trainer import train
 
 NARROW = {"depths": [1, 1, 1, 1], "embed_dims": [16, 32, 64, 128], "num_heads": [1, 1, 2, 4], "decoder_dim": 64,
           "drop_path_rate": 0.0}
-
-
-def _mean_pose(dataset) -> np.ndarray:
-    """The training set's mean keypoint positions relative to the box center, in units of the box's longer side."""
-    rel = np.stack([(i.keypoints - (i.box[:2] + i.box[2:]) / 2) / (i.box[2:] - i.box[:2]).max()
-                    for i in dataset.instances])
-    seen = np.stack([i.visible for i in dataset.instances])[..., None]
-    return (rel * seen).sum(0) / seen.sum(0)
-
-
-def _shifted_window_pck(model, train_set, val_set) -> tuple[float, float]:
-    """PCK@0.1 (percent) of the model and of the mean pose when each test window is moved by 15% of its box."""
-    images, insts = zip(*(val_set.load(i) for i in range(len(val_set))))
-    boxes = np.stack([i.box for i in insts])
-    size = boxes[:, 2:] - boxes[:, :2]
-    shift = 0.15 * size * np.random.default_rng(0).choice([-1, 1], size=size.shape)
-    moved = boxes + np.concatenate([shift, shift], axis=1)
-    keypoints, _ = predict_batch(model, images, moved, (48, 64), flip_indices=val_set.meta.flip_indices)
-    norm = size.max(axis=1, keepdims=True).repeat(2, axis=1)
-    prior = _mean_pose(train_set)[None] * norm[:, None] + ((moved[:, :2] + moved[:, 2:]) / 2)[:, None]
-    gt, seen = np.stack([i.keypoints for i in insts]), np.stack([i.visible for i in insts]) > 0
-    return (100 * pck_accuracy(keypoints, gt, seen, 0.1, norm), 100 * pck_accuracy(prior, gt, seen, 0.1, norm))
 
 
 def test_pose_model_learns_the_synthetic_set_from_scratch(tmp_path, capsys):
@@ -64,8 +39,9 @@ def test_pose_model_learns_the_synthetic_set_from_scratch(tmp_path, capsys):
     assert json.loads((run / "metrics.json").read_text())["PCK@0.1"] == metrics["PCK@0.1"]
     assert json.loads((run / "best" / "metrics.json").read_text())["PCK@0.1"] == metrics["PCK@0.1"]  # save_best
     assert (run / "plots" / "pck.png").is_file()
-    model_pck, prior_pck = _shifted_window_pck(load_model(run / "final").eval(), open_keypoints(data, "train"),
-                                               open_keypoints(data, "val"))
-    assert prior_pck < 10 and model_pck >= 15 and model_pck > 3 * prior_pck, (model_pck, prior_pck)
+    moved = shifted_window_pck(load_model(run / "final").eval(), open_keypoints(data, "train"),
+                               open_keypoints(data, "val"), input_size=(48, 64))
+    model_pck, prior_pck = moved["model PCK@0.1"], moved["mean pose PCK@0.1"]
+    assert prior_pck < 10 and model_pck >= 15 and model_pck > 3 * prior_pck, moved
     assert main(["eval", "--model", str(run / "final"), "--data", str(data), "--crop", "64", "48"]) == 0
     assert f"PCK@0.1 {metrics['PCK@0.1']:.2f}" in capsys.readouterr().out  # the saved model scores the same
