@@ -40,6 +40,16 @@ class ModelConfig:
     name: str | None  # the zoo name it was built from, informational
     task: str = "segmentation"  # a dataclass field where an architecture has several tasks (SegFormer)
 
+    def _check_common(self, encoder_class: type, choices: dict[str, tuple[str, ...]]) -> None:
+        """An encoder given as a dict (JSON) becomes `encoder_class`; each field named in `choices` must hold one of
+        its values."""
+        if isinstance(self.encoder, dict):
+            self.encoder = encoder_class(**self.encoder)
+        for field, accepted in choices.items():
+            if getattr(self, field) not in accepted:
+                raise ValueError(f"{type(self).__name__}.{field} must be one of {accepted}, "
+                                 f"got {getattr(self, field)!r}")
+
     def _check_classes(self) -> None:
         if self.num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")

@@ -49,15 +49,10 @@ class SegFormerConfig(ModelConfig):
     test_pipeline: dict | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.encoder, dict):
-            self.encoder = MiTConfig(**self.encoder)
-        if self.task not in TASKS:
-            raise ValueError(f"SegFormerConfig.task must be one of {TASKS}, got {self.task!r}")
+        self._check_common(MiTConfig, {"task": TASKS})
         if self.task == "pose" and self.decoder_style != "mmseg":
             raise ValueError("SegFormerConfig: the pose head is the mmseg-style decoder; set decoder_style='mmseg'")
-        if self.decoder_style not in DECODER_STYLES:
-            raise ValueError(f"SegFormerConfig.decoder_style must be one of {DECODER_STYLES}, "
-                             f"got {self.decoder_style!r}")
+        self._check_common(MiTConfig, {"decoder_style": DECODER_STYLES})
         self._check_classes()
 
 

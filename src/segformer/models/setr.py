@@ -53,10 +53,7 @@ class SETRConfig(ModelConfig):
     test_pipeline: dict | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.encoder, dict):
-            self.encoder = ViTConfig(**self.encoder)
-        if self.decoder not in DECODERS:
-            raise ValueError(f"SETRConfig.decoder must be one of {DECODERS}, got {self.decoder!r}")
+        self._check_common(ViTConfig, {"decoder": DECODERS})
         self._check_classes()
         self.aux_indices = tuple(int(i) for i in self.aux_indices)
         levels = len(self.encoder.out_indices)
