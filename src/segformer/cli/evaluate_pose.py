@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .common import device_of
+
 DEFAULT_INPUT = (384, 288)  # (h, w) of the COCO recipes
 
 
 def run_pose_eval(args: argparse.Namespace, model, crop: tuple[int, int] | None, out: Path | None) -> int:
-    import torch
-
     from ..data.keypoints import open_keypoints
     from ..pose_evaluation import evaluate_pose
     from ..utils.io import write_json
@@ -20,7 +20,7 @@ def run_pose_eval(args: argparse.Namespace, model, crop: tuple[int, int] | None,
         raise ValueError(f"model {args.model} predicts {model.config.num_classes} keypoints but {args.data} has "
                          f"{dataset.num_classes}")
     height, width = crop or DEFAULT_INPUT
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_of(args)
     model.to(device)
     result = evaluate_pose(model, dataset, input_size=(width, height), flip_test=not args.no_flip_test,
                            coco_ap=args.coco_ap)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .common import device_of
+
 DEFAULT_INPUT = (384, 288)  # (h, w)
 
 
@@ -62,8 +64,6 @@ def _keypoint_meta(args: argparse.Namespace, model):
 
 def run_pose_predict(args: argparse.Namespace, model, inputs: list) -> int:
     """Predict and draw every (image, relative output stem) input; returns the exit code (1 if any image failed)."""
-    import torch
-
     from ..coco_eval import rescore
     from ..pose_inference import predict_keypoints
     from ..preprocess import to_rgb_array
@@ -78,7 +78,7 @@ def run_pose_predict(args: argparse.Namespace, model, inputs: list) -> int:
     height, width = (tuple(args.size) * 2)[:2] if args.size else DEFAULT_INPUT
     boxes = read_boxes(args.boxes, args.box_threshold) if args.boxes else {}
     meta = _keypoint_meta(args, model)
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = device_of(args)
     model.to(device).eval()
     failed = 0
     for image, stem in jobs:
