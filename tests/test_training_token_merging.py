@@ -20,6 +20,7 @@ from segformer.models.token_merging import merge as merge_module
 from segformer.training import TrainConfig, train
 from segformer.training.trainer import Trainer
 
+QUALITY_ITERS = 60
 TINY = {"depths": [1, 1, 1, 1], "embed_dims": [8, 16, 32, 32], "num_heads": [1, 1, 1, 1], "decoder_dim": 16}
 
 
@@ -244,3 +245,19 @@ def test_pose_trains_with_merging(tmp_path):
     metrics = train(config)
     assert "PCK@0.1" in metrics
     assert segformer.load_model(tmp_path / "run" / "final").token_merging.name == "2x2"
+
+
+def test_a_tiny_model_trained_with_hq_scores_close_to_the_unmerged_run(tmp_path):
+    """The cheap twin of benchmarks/train_token_merging_quality.py (B0, 300 steps: within 3 points): a tiny model,
+    same seed and budget with and without HQ merging, lands within a looser floor of the unmerged run."""
+    data = write_synthetic(tmp_path / "data", num_train=48, num_val=8, min_size=128, max_size=128)
+    scores = {}
+    for strategy in (None, "hq"):
+        config = TrainConfig(model="segformer-b0", model_args={**TINY, "drop_path_rate": 0.0, "decoder_dropout": 0.0},
+                             data=str(data), crop_size=(128, 128), scale=(128, 128), ratio_range=(1.0, 1.0),
+                             photometric=False, batch_size=8, iters=QUALITY_ITERS, lr=3e-3, warmup_iters=5,
+                             eval_interval=0, num_workers=0, progress=False, token_merging=strategy,
+                             out=str(tmp_path / f"run_{strategy}"))
+        scores[strategy] = train(config)["mIoU"]
+    print(scores)
+    assert scores[None] > 20 and abs(scores[None] - scores["hq"]) <= 8
