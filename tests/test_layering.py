@@ -1,5 +1,6 @@
 """Imports run one way, cli -> training -> evaluation / inference -> checkpoints -> models, with no cycles between
-the package's top-level modules, and models import nothing from the layers above them (read with `ast`)."""
+the package's top-level modules, models import nothing from the layers above them, and no module imports another
+module's private (_underscored) names (read with `ast`)."""
 
 import ast
 from pathlib import Path
@@ -70,3 +71,13 @@ def test_no_import_cycles():
         if unit not in state:
             visit(unit, [unit])
     assert cycles == []
+
+
+def test_no_private_names_imported_across_modules():
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("segformer")):
+                found += [f"{path.relative_to(SRC)}:{node.lineno} {a.name}" for a in node.names
+                          if a.name.startswith("_") and not a.name.startswith("__")]
+    assert found == []
