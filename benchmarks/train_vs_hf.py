@@ -15,7 +15,8 @@ ours, trained by a plain loop with the same budget: N AdamW steps at lr 6e-4 (to
 batches of 8 random 128x128 crops with random horizontal flips, its own loss (`labels=`). Both models are then
 scored by `segformer.evaluation.evaluate` on the validation split at the images' own size (whole image, no
 resize; transformers' loop saves its model every fifth of the run, each is scored), and ours also with its
-recorded protocol. Results go to <work>/results.json. On a loaded machine run the parts side by side:
+recorded protocol. Results go to <work>/results.json (`--set KEY=VALUE`, for diagnostics, adds a setting to our
+run: folder ours_N_KEY-VALUE, results_KEY-VALUE.json). On a loaded machine run the parts side by side:
 
     python benchmarks/train_vs_hf.py --work W --only ours & python benchmarks/train_vs_hf.py --work W --only hf
     python benchmarks/train_vs_hf.py --work W --only score
@@ -103,9 +104,10 @@ def make_dataset(root: Path, train: int = 240, val: int = 60, seed: int = 2026) 
     return root
 
 
-def run_ours(data: Path, out: Path, iters: int, lr: float) -> tuple[float, dict]:
+def run_ours(data: Path, out: Path, iters: int, lr: float, sets: list[str] = ()) -> tuple[float, dict]:
     cmd = [sys.executable, "-m", "segformer.cli", "train", "--model", "segformer-b0", "--data", str(data),
            "--crop", "128", "--batch-size", "8", "--iters", str(iters), "--lr", str(lr), "--out", str(out)]
+    cmd += [arg for item in sets for arg in ("--set", item)]
     print("ours:", " ".join(cmd[2:]), flush=True)
     start = time.perf_counter()
     subprocess.run(cmd, check=True, env={**os.environ, "TQDM_DISABLE": "1"})
@@ -179,23 +181,27 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="folder for the dataset, the runs and results.json")
     parser.add_argument("--iters", type=int, default=600)
     parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="diagnostics only: a setting for our run (e.g. power=0); its folder is named after it")
     parser.add_argument("--only", choices=["ours", "hf", "score"],
                         help="one part: the two trainings can run as separate processes, then --only score")
     args = parser.parse_args()
     data = make_dataset(args.work / "weave")
-    run, hf_dir = args.work / f"ours_{args.iters}", args.work / f"hf_{args.iters}"
+    tag = "".join(f"_{item.replace('=', '-')}" for item in args.sets)
+    run, hf_dir = args.work / f"ours_{args.iters}{tag}", args.work / f"hf_{args.iters}"
     timing = {}
     if args.only in (None, "ours"):
-        timing["ours_wall_s"] = round(run_ours(data, run, args.iters, args.lr)[0], 1)
+        timing["ours_wall_s"] = round(run_ours(data, run, args.iters, args.lr, args.sets)[0], 1)
     if args.only in (None, "hf"):
         timing["hf_train_s"] = round(run_hf(data, args.iters, args.lr, hf_dir, max(1, args.iters // 5))[0], 1)
     if args.only in ("ours", "hf"):
-        (args.work / f"timing_{args.only}.json").write_text(json.dumps(timing) + "\n")
+        name = f"timing_ours{tag}.json" if args.only == "ours" else "timing_hf.json"
+        (args.work / name).write_text(json.dumps(timing) + "\n")
         return
-    write_results(args, data, run, hf_dir)
+    write_results(args, data, run, hf_dir, tag)
 
 
-def write_results(args, data: Path, run: Path, hf_dir: Path) -> None:
+def write_results(args, data: Path, run: Path, hf_dir: Path, tag: str = "") -> None:
     """Both models scored on the validation split, at every saved step of the transformers loop."""
     from transformers import SegformerForSemanticSegmentation
 
@@ -211,11 +217,10 @@ def write_results(args, data: Path, run: Path, hf_dir: Path) -> None:
     for step_dir in sorted(hf_dir.glob("step_*"), key=lambda p: int(p.name.split("_")[1])):
         hf = SegformerForSemanticSegmentation.from_pretrained(step_dir)
         results["hf_native"][int(step_dir.name.split("_")[1])] = score(_Logits(hf, hf=True).eval(), data)
-    for part in ("ours", "hf"):
-        timing = args.work / f"timing_{part}.json"
-        if timing.is_file():
-            results.update(json.loads(timing.read_text()))
-    (args.work / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    for name in (f"timing_ours{tag}.json", "timing_hf.json"):
+        if (args.work / name).is_file():
+            results.update(json.loads((args.work / name).read_text()))
+    (args.work / f"results{tag}.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 
