@@ -102,6 +102,7 @@ def shifted_window_pck(model: torch.nn.Module, train_set: KeypointDataset, val_s
     predictor (the training set's `mean_pose`, placed in the window) when every test window is moved by `shift`
     x its box's width and height (signs drawn with seed 0). PCK stays normalised by the true box. With ground-truth
     windows (shift 0) the mean pose scores high on sets whose boxes hug the persons; moved, it scores ~0."""
+    model.eval()
     images, insts = zip(*(val_set.load(i) for i in range(len(val_set))))
     boxes = np.stack([i.box for i in insts])
     size = boxes[:, 2:] - boxes[:, :2]
