@@ -80,6 +80,10 @@ def test_openvino_compiles_static_shapes_for_declared_and_repeated_sizes(monkeyp
     for _ in range(2):
         runner(torch.randn(1, 3, 32, 32))
     assert list(shapes.static) == [(2, 3, 97, 131), (1, 3, 32, 32)]  # least recently used dropped
+    monkeypatch.setattr(openvino_mod, "MAX_STATIC_COMPILES", 3)
+    for _ in range(2):
+        runner(torch.randn(1, 3, 32, 64))
+    assert list(shapes.static) == [(2, 3, 97, 131), (1, 3, 32, 32)]  # compile budget spent: dynamic from now on
     with pytest.raises(ValueError, match="precision"):
         openvino_model(model, precision="float16")
 

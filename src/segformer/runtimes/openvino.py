@@ -38,6 +38,7 @@ PRECISIONS = {"float32": "f32", "bfloat16": "bf16"}
 # The decoder (and the classifier) stay float32 under int8: only the encoder's MatMuls are quantized.
 INT8_IGNORED = {"patterns": [".*decode_head.*"], "types": ["Convolution", "GroupConvolution"]}
 MAX_STATIC_SHAPES = 4  # static compiles kept per runner (each holds its own activation memory)
+MAX_STATIC_COMPILES = 8  # static compiles per runner in all: a stream of many sizes then runs the dynamic graph
 
 
 def _ov():
@@ -98,7 +99,8 @@ class ShapeCompiler:
     (faster: see the module docstring) when declared up front (`static_shapes`: the size the caller will run)
     or when it comes the second time (a stream of one size); a shape seen once runs on one dynamic compile, so
     a folder of images of many sizes does not pay a compile per image. At most MAX_STATIC_SHAPES static
-    compiles are kept (the least recently used is dropped). Calls are serialised (an infer request runs one
+    compiles are kept (the least recently used is dropped) and MAX_STATIC_COMPILES made, so sizes that come
+    and go cannot make it compile without end. Calls are serialised (an infer request runs one
     input at a time), so threads may share a runner."""
 
     def __init__(self, ov_model, *, precision: str = "float32", threads: int | None = None,
@@ -107,7 +109,7 @@ class ShapeCompiler:
         self.ov_model, self.options = ov_model, {"precision": precision, "threads": threads}
         self.static: OrderedDict[tuple[int, ...], tuple] = OrderedDict()
         self.seen: set[tuple[int, ...]] = set()
-        self.dynamic = None
+        self.dynamic, self.compiles = None, 0
         self.lock = threading.Lock()
         for shape in static_shapes:
             self._compile_static(tuple(shape))
@@ -120,6 +122,7 @@ class ShapeCompiler:
         ov_model = self.ov_model.clone()
         ov_model.reshape({INPUT_NAME: list(shape)})
         self.static[shape] = self._compile(ov_model)
+        self.compiles += 1
         while len(self.static) > MAX_STATIC_SHAPES:
             self.static.popitem(last=False)
         return self.static[shape]
@@ -129,7 +132,7 @@ class ShapeCompiler:
         if shape in self.static:
             self.static.move_to_end(shape)
             return self.static[shape]
-        if shape in self.seen:
+        if shape in self.seen and self.compiles < MAX_STATIC_COMPILES:
             return self._compile_static(shape)
         self.seen.add(shape)
         if self.dynamic is None:
