@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .models.base import SegmentationModel
 from .utils.io import atomic_write
 
 TARGETS = ("stage1", "stage2", "stage3", "stage4", "decoder")
@@ -47,7 +48,7 @@ def effective_receptive_fields(model: nn.Module, images: Iterable[torch.Tensor],
     unknown = set(targets) - set(TARGETS)
     if unknown:
         raise ValueError(f"unknown ERF targets {sorted(unknown)}; accepted: {', '.join(TARGETS)}")
-    if not hasattr(model, "encoder") or not hasattr(model, "decode_head"):
+    if not isinstance(model, SegmentationModel):
         raise ValueError("effective_receptive_fields needs a SegFormer (encoder + decode_head)")
     was_training = model.training
     model.eval()

@@ -38,6 +38,7 @@ class ModelConfig:
     class_names: list[str] | None
     ignore_index: int
     name: str | None  # the zoo name it was built from, informational
+    test_pipeline: dict | None  # how training scored it (scale, mode, window), see segformer.protocol
     task: str = "segmentation"  # a dataclass field where an architecture has several tasks (SegFormer)
 
     def _check_common(self, encoder_class: type, choices: dict[str, tuple[str, ...]]) -> None:
@@ -88,6 +89,7 @@ class SegmentationModel(nn.Module):
     config: ModelConfig
     encoder: nn.Module
     decode_head: nn.Module
+    token_merging: object | None = None  # the SegFormer++ token merging in use (SegFormer sets it)
 
     def __init_subclass__(cls, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

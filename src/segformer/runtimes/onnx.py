@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from ..export import INPUT_NAME, OUTPUT_NAME, export_onnx
+from ..models.base import model_config
 from .base import RuntimeModel, config_from_metadata
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ def onnxruntime_model(source: str | Path | nn.Module, *, threads: int | None = N
     if isinstance(source, nn.Module):
         with tempfile.TemporaryDirectory() as tmp:
             session = _session(export_temporary(source, tmp), threads)
-        config, processor, name = getattr(source, "config", None), None, type(source).__name__
+        config, processor, name = model_config(source), None, type(source).__name__
     else:
         if not Path(source).is_file():
             raise FileNotFoundError(f"ONNX model {source}: no such file")

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..export import INPUT_NAME
+from ..models.base import model_config
 from ..utils.io import atomic_files, check_free
 from .base import RuntimeModel, config_from_metadata, metadata
 from .onnx import export_temporary, read_metadata, require
@@ -158,7 +159,7 @@ def openvino_model(source: str | Path | nn.Module, *, precision: str = "float32"
     per weights, see `convert_cached`). `static_shapes`: input shapes (B, C, H, W) to compile for up front."""
     if isinstance(source, nn.Module):
         ov_model, name = convert_cached(source), type(source).__name__
-        config, processor = getattr(source, "config", None), None
+        config, processor = model_config(source), None
     else:
         if not Path(source).is_file():
             raise FileNotFoundError(f"OpenVINO model {source}: no such file")

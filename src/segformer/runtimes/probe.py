@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models.base import SegmentationModel, model_config
 from ..utils import timing
 from ..utils.io import write_json
 
@@ -41,10 +42,10 @@ def cpu_name() -> str:
 
 def probe_key(kind: str, model: nn.Module, size: tuple[int, int], **extra) -> str:
     """A stable key for a probe of `kind` on `model`'s architecture at `size` on this machine."""
-    config = getattr(model, "config", None)
-    arch = {k: v for k, v in config.to_dict().items() if k != "class_names"} if hasattr(config, "to_dict") \
+    config = model_config(model)
+    arch = {k: v for k, v in config.to_dict().items() if k != "class_names"} if config is not None \
         else type(model).__name__
-    merging = getattr(model, "token_merging", None)
+    merging = model.token_merging if isinstance(model, SegmentationModel) else None
     parts = {"kind": kind, "arch": arch, "size": list(size), "threads": torch.get_num_threads(), "cpu": cpu_name(),
              "torch": torch.__version__, "merging": str(merging), **extra}
     digest = hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from ..models import input_channels
+from ..models.base import SegmentationModel, input_channels
 from .base import RUNTIMES, check_runtime
 from .probe import cached, probe_key, store, time_interleaved
 
@@ -67,7 +67,7 @@ def _auto_blocker(model: nn.Module, device: str, dtype: str) -> str | None:
         return f"auto on {device}: PyTorch is the only GPU runtime here"
     if dtype != "float32":
         return f"auto in {dtype}: the probe compares exact float32 paths only"
-    if getattr(model, "token_merging", None) or not hasattr(getattr(model, "config", None), "to_dict"):
+    if not isinstance(model, SegmentationModel) or model.token_merging is not None:
         return "auto: only plain SegFormer/SETR models are exported"
     try:
         import openvino  # noqa: F401
