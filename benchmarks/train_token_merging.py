@@ -105,7 +105,9 @@ def child(case: str, strategy: str, attention: str) -> dict:
 def measure_memory(case: str, strategy: str, attention: str = "fused") -> dict:
     out = subprocess.run([sys.executable, __file__, "--child", case, strategy, attention], check=True,
                          capture_output=True, text=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(f"{case} {strategy} {attention} memory: {json.dumps(result)}", file=sys.stderr, flush=True)
+    return result
 
 
 def run_case(case: str, runs: int, warmup: int, math_attention: bool) -> dict:
@@ -122,7 +124,9 @@ def run_case(case: str, runs: int, warmup: int, math_attention: bool) -> dict:
     def candidate(s: str):
         def run() -> None:
             model.set_token_merging(None if s == "none" else s)
+            start = time.perf_counter()
             step()
+            print(f"{case} {s} step: {time.perf_counter() - start:.2f} s", file=sys.stderr, flush=True)
         return run
 
     times = time_interleaved({s: candidate(s) for s in STRATEGIES}, runs=runs, warmup=warmup)
