@@ -299,3 +299,29 @@ def test_save_best_names_a_metric_the_run_reports(tmp_path):
     data = write_synthetic_pose(tmp_path / "d", num_train=2, num_val=1)
     with pytest.raises(ValueError, match=r"save_best: 'mIoU' is not reported .* PCK@0\.1, PCK@0\.05"):
         Trainer(TrainConfig(model="segformer-b0-pose", data=str(data), save_best="mIoU", out=str(tmp_path / "r")))
+
+
+def test_augmentation_draws_follow_mmpose_defaults():
+    """The random choices' rates and ranges are MMPose's defaults: flip 0.5; half body 0.3 (upper half 0.7 of
+    those); box shift 0.3 (within +-0.16 of the window); scale always, in 0.5..1.5; rotation 0.6, within +-80."""
+    from segformer.data.keypoints import PersonInstance
+
+    transform = PoseTrainTransform((48, 64), KeypointMeta())
+    inst = PersonInstance(None, np.array([0, 0, 50, 100], np.float32), np.zeros((17, 2), np.float32),
+                          np.ones(17, np.float32), 1, 1, 0.0)
+    rng = np.random.default_rng(0)
+    draws = [transform.draw(inst, rng) for _ in range(4000)]
+
+    def rate(values):
+        return float(np.mean(values))
+
+    assert abs(rate([d.flip for d in draws]) - 0.5) < 0.03
+    half = [d for d in draws if d.half_body]
+    assert abs(len(half) / 4000 - 0.3) < 0.03 and abs(rate([d.prefer_upper for d in half]) - 0.7) < 0.05
+    shifts = np.array([d.shift for d in draws])
+    assert abs(rate((shifts != 0).any(axis=1)) - 0.3) < 0.03 and np.abs(shifts).max() <= 0.16
+    scales, rotations = np.array([d.scale for d in draws]), np.array([d.rotation for d in draws])
+    assert scales.min() >= 0.5 and scales.max() <= 1.5 and abs(rate(rotations != 0) - 0.6) < 0.03
+    assert np.abs(rotations).max() <= 80 and np.abs(rotations).max() > 60
+    few = PersonInstance(None, inst.box, inst.keypoints, np.r_[np.ones(8), np.zeros(9)].astype(np.float32), 1, 1, 0.0)
+    assert not any(transform.draw(few, rng).half_body for _ in range(200))  # needs 9 labelled keypoints
