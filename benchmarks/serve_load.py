@@ -2,6 +2,11 @@
 server's RSS at several client concurrencies, with dynamic batching on and off, against the offline
 throughput of `segformer.inference.whole` on batches of the same images in one process.
 
+The offline reference is measured in this process, with the servers idle, before the first level and after
+every level, so that each level is compared with the mean of the two measurements around it (on a shared
+machine the load moves). CPU seconds per image (the server process's user + system time over the level, the
+offline loop's process time) are reported too: they depend much less on the load than images per second.
+
 Bounded: every level runs for --duration seconds or --max-requests requests, whichever comes first, each
 request times out after 120 s, and the servers it started are stopped at the end. Only 127.0.0.1 is used.
 
@@ -15,6 +20,7 @@ import argparse
 import http.client
 import io
 import json
+import os
 import random
 import socket
 import subprocess
@@ -51,16 +57,22 @@ def make_images(size: int, count: int = 8) -> list[bytes]:
     return images
 
 
-def offline_throughput(model_dir: Path, images: list[bytes], batch: int, seconds: float) -> float:
-    """Images/s of `segformer.inference.whole` on batches of the preprocessed images (no decoding, no argmax)."""
-    model = segformer.load_model(model_dir).eval()
-    x = ImageProcessor()([Image.open(io.BytesIO(b)) for b in images[:batch]])["pixel_values"]
-    segformer.inference.whole(model, x)  # warm-up
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        segformer.inference.whole(model, x)
-        done += x.shape[0]
-    return done / (time.perf_counter() - start)
+class Offline:
+    """`segformer.inference.whole` on one batch of the preprocessed images, in this process: the reference."""
+
+    def __init__(self, model_dir: Path, images: list[bytes], batch: int):
+        self.model = segformer.load_model(model_dir).eval()
+        self.x = ImageProcessor()([Image.open(io.BytesIO(b)) for b in images[:batch]])["pixel_values"]
+        segformer.inference.whole(self.model, self.x)  # warm-up
+
+    def measure(self, seconds: float) -> dict:
+        """Images/s and CPU seconds per image of whole-batch passes for about `seconds` (at least two passes)."""
+        done, start, cpu = 0, time.perf_counter(), time.process_time()
+        while done < 2 * self.x.shape[0] or time.perf_counter() - start < seconds:
+            segformer.inference.whole(self.model, self.x)
+            done += self.x.shape[0]
+        return {"images_per_s": done / (time.perf_counter() - start),
+                "cpu_s_per_image": (time.process_time() - cpu) / done, "load": os.getloadavg()[0]}
 
 
 class ServerProcess:
@@ -76,6 +88,11 @@ class ServerProcess:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
             time.sleep(0.5)
+
+    def cpu_seconds(self) -> float:
+        """User + system time of the server process (all its threads) so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
@@ -146,18 +163,21 @@ def run_level(server: ServerProcess, images, clients: int, duration: float, max_
               bad_fraction: float) -> dict:
     outcomes, rss, budget = [], [], [max_requests]
     sum0, count0 = batch_stats(server.port)
-    start = time.monotonic()
+    cpu0, start = server.cpu_seconds(), time.monotonic()
     stop_at = start + duration
     threads = [threading.Thread(target=client, args=(server.port, images, stop_at, budget, bad_fraction, i, outcomes))
                for i in range(clients)]
     for t in threads:
         t.start()
+    load = []
     while any(t.is_alive() for t in threads):
         rss.append((time.monotonic() - start, server.rss_mib()))
+        load.append(os.getloadavg()[0])
         time.sleep(0.5)
-    elapsed = time.monotonic() - start
+    elapsed, cpu = time.monotonic() - start, server.cpu_seconds() - cpu0
     sum1, count1 = batch_stats(server.port)
-    return summarise(outcomes, rss, elapsed, clients, (sum1 - sum0) / max(count1 - count0, 1))
+    row = summarise(outcomes, rss, elapsed, clients, (sum1 - sum0) / max(count1 - count0, 1))
+    return row | {"server_cpu_s_per_image": cpu / max(row["ok"], 1), "load": [min(load), max(load)]}
 
 
 def summarise(outcomes, rss, elapsed, clients, mean_batch) -> dict:
@@ -182,6 +202,26 @@ def summarise(outcomes, rss, elapsed, clients, mean_batch) -> dict:
     }
 
 
+def run_server(name: str, args, model_dir: Path, images: list[bytes], offline: Offline, results: dict) -> None:
+    """Every level on one server, each followed by an offline measurement (its "after", the next level's
+    "before"); the server is stopped with SIGTERM at the end and its exit code kept."""
+    flags = ["--max-batch", str(args.max_batch if name == "batching" else 1), "--max-wait-ms", "10"]
+    server = ServerProcess(model_dir, flags, model_dir.parent / f"{name}.log")
+    try:
+        for clients in args.levels:
+            row = {"server": name, **run_level(server, images, clients, args.duration, args.max_requests,
+                                               args.bad_fraction)}
+            before, after = results["offline"][-1], offline.measure(args.offline_seconds)
+            results["offline"].append(after)
+            reference = {k: (before[k] + after[k]) / 2 for k in ("images_per_s", "cpu_s_per_image")}
+            row |= {"offline": reference, "vs_offline": row["throughput"] / reference["images_per_s"],
+                    "cpu_vs_offline": reference["cpu_s_per_image"] / row["server_cpu_s_per_image"]}
+            results["runs"].append(row)
+            print(json.dumps(row), flush=True)
+    finally:
+        results["exit_codes"][name] = server.stop()
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--duration", type=float, default=60.0, help="seconds per concurrency level (default 60)")
@@ -190,6 +230,8 @@ def main() -> int:
     p.add_argument("--bad-fraction", type=float, default=0.05, help="malformed or abandoned requests (default 0.05)")
     p.add_argument("--size", type=int, default=512, help="image side (default 512)")
     p.add_argument("--max-batch", type=int, default=8, help="the batching server's --max-batch (default 8)")
+    p.add_argument("--offline-seconds", type=float, default=15.0,
+                   help="length of each offline measurement (before the first level and after each; default 15)")
     p.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS), help="which servers to run")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
@@ -198,38 +240,58 @@ def main() -> int:
     torch.manual_seed(0)
     segformer.create_model("segformer-b0", num_classes=150).save_pretrained(work / "b0")
     images = make_images(args.size)
-    offline = offline_throughput(work / "b0", images, args.max_batch, max(10.0, args.duration / 3))
-    print(f"offline segformer.inference.whole, batch {args.max_batch}: {offline:.2f} images/s", flush=True)
-    results = {"offline_images_per_s": offline, "runs": []}
+    offline = Offline(work / "b0", images, args.max_batch)
+    results = {"offline": [offline.measure(args.offline_seconds)], "runs": [], "exit_codes": {},
+               "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
     for name in args.servers:
-        flags = ["--max-batch", str(args.max_batch if name == "batching" else 1), "--max-wait-ms", "10"]
-        server = ServerProcess(work / "b0", flags, work / f"{name}.log")
-        try:
-            for clients in args.levels:
-                row = {"server": name, **run_level(server, images, clients, args.duration, args.max_requests,
-                                                   args.bad_fraction)}
-                results["runs"].append(row)
-                print(json.dumps(row), flush=True)
-        finally:
-            row_exit = server.stop()
-        print(f"{name} server exit code after SIGTERM: {row_exit}", flush=True)
-    print_table(results)
+        run_server(name, args, work / "b0", images, offline, results)
+    print_table(results, args.max_batch)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
 
 
-def print_table(results: dict) -> None:
-    offline = results["offline_images_per_s"]
-    print("\n| server | clients | img/s | vs offline | p50 ms | p95 ms | p99 ms | errors | lost | bad -> 400 | "
-          "mean batch | peak RSS MiB | RSS 10-20 s / last 10 s |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+def print_table(results: dict, batch: int) -> None:
+    print(f"\noffline segformer.inference.whole, batch {batch}, {results['threads']} torch threads: "
+          + ", ".join(f"{o['images_per_s']:.2f}" for o in results["offline"]) + " images/s (in run order)")
+    print("\n| server | clients | img/s | vs offline | CPU s/img (offline) | p50 ms | p95 ms | p99 ms | errors | "
+          "lost | bad -> 400 | mean batch | peak RSS MiB | RSS 10-20 s / last 10 s | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results["runs"]:
-        flat = (f"{r['rss_second_10s_mib']:.0f} / {r['rss_last_10s_mib']:.0f}"
-                if r["rss_second_10s_mib"] else "n/a (run < 20 s)")
-        print(f"| {r['server']} | {r['clients']} | {r['throughput']:.2f} | {r['throughput'] / offline:.0%} | "
+        second, last = r["rss_second_10s_mib"], r["rss_last_10s_mib"]
+        flat = f"{second:.0f} / {last:.0f} ({last / second - 1:+.0%})" if second else "n/a (run < 20 s)"
+        print(f"| {r['server']} | {r['clients']} | {r['throughput']:.2f} | {r['vs_offline']:.0%} | "
+              f"{r['server_cpu_s_per_image']:.2f} ({r['offline']['cpu_s_per_image']:.2f}) | "
               f"{r['p50_ms']:.0f} | {r['p95_ms']:.0f} | {r['p99_ms']:.0f} | {r['errors']} | {r['lost']} | "
-              f"{r['garbage_400']}/{r['garbage_sent']} | {r['mean_batch']} | {r['peak_rss_mib']:.0f} | {flat} |")
+              f"{r['garbage_400']}/{r['garbage_sent']} | {r['mean_batch']} | {r['peak_rss_mib']:.0f} | {flat} | "
+              f"{r['load'][0]:.0f}-{r['load'][1]:.0f} |")
+    print("\n" + "\n".join(floors(results)))
+
+
+def floors(results: dict) -> list[str]:
+    """The issue's floors, each with its verdict."""
+    runs = results["runs"]
+    top = [r for r in runs if r["server"] == "batching" and r["clients"] == max(x["clients"] for x in runs)]
+    flat = [r for r in runs if r["rss_second_10s_mib"]]
+    verdict = lambda ok: "met" if ok else "NOT met"  # noqa: E731
+    lines = [
+        f"- zero errors and zero lost answers: {verdict(all(r['errors'] == r['lost'] == 0 for r in runs))}",
+        f"- every well-formed request succeeded beside the bad ones: "
+        f"{verdict(all(r['ok'] == r['well_formed'] for r in runs))} "
+        f"({sum(r['garbage_sent'] + r['vanished'] for r in runs)} bad requests sent, "
+        f"{sum(r['garbage_400'] for r in runs)}/{sum(r['garbage_sent'] for r in runs)} garbage answered 400)",
+        f"- SIGTERM exit codes: {results['exit_codes']}",
+    ]
+    if top:
+        r = top[0]
+        lines.append(f"- batching at {r['clients']} clients >= 90% of offline: {verdict(r['vs_offline'] >= 0.9)} "
+                     f"({r['vs_offline']:.0%}; CPU per image {r['cpu_vs_offline']:.2f}x as efficient)")
+    if flat:
+        worst = max(flat, key=lambda r: abs(r["rss_last_10s_mib"] / r["rss_second_10s_mib"] - 1))
+        change = worst["rss_last_10s_mib"] / worst["rss_second_10s_mib"] - 1
+        lines.append(f"- RSS flat within 10% (second vs last 10 s): {verdict(abs(change) <= 0.1)} "
+                     f"(largest change {change:+.1%}: {worst['server']} at {worst['clients']} clients)")
+    return lines
 
 
 if __name__ == "__main__":
