@@ -83,6 +83,7 @@ def test_page_segments_toggles_and_reports_errors(server, browser, tmp_path):
     assert [li.find_element(By.CLASS_NAME, "share").text for li in items] == \
         [f"{100 * c['share']:.1f}%" for c in summary["classes"]]
     assert "ms on the server" in browser.find_element(By.ID, "latency").text
+    assert browser.find_element(By.ID, "model").text.endswith("classes · float32 · torch")  # dtype and runtime
 
     # hide the largest class with the keyboard alone: its pixels revert to the image, the others stay
     hidden = summary["classes"][0]["id"]
