@@ -205,8 +205,10 @@ def summarise(outcomes, rss, elapsed, clients, mean_batch) -> dict:
 def run_server(name: str, args, model_dir: Path, images: list[bytes], offline: Offline, results: dict) -> None:
     """Every level on one server, each followed by an offline measurement (its "after", the next level's
     "before"); the server is stopped with SIGTERM at the end and its exit code kept."""
-    flags = ["--max-batch", str(args.max_batch if name == "batching" else 1), "--max-wait-ms", "10"]
+    flags = ["--max-batch", str(args.max_batch if name == "batching" else 1), "--max-wait-ms", "10",
+             "--runtime", args.runtime]
     server = ServerProcess(model_dir, flags, model_dir.parent / f"{name}.log")
+    results["runtime"][name] = json.loads(request(server.port, "GET", "/v1/model")[1])["runtime_choice"]
     try:
         for clients in args.levels:
             row = {"server": name, **run_level(server, images, clients, args.duration, args.max_requests,
@@ -232,6 +234,8 @@ def main() -> int:
     p.add_argument("--max-batch", type=int, default=8, help="the batching server's --max-batch (default 8)")
     p.add_argument("--offline-seconds", type=float, default=15.0,
                    help="length of each offline measurement (before the first level and after each; default 15)")
+    p.add_argument("--runtime", default="torch",
+                   help="the servers' --runtime (default torch: the offline reference is PyTorch's)")
     p.add_argument("--servers", nargs="+", choices=SERVERS, default=list(SERVERS), help="which servers to run")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
@@ -241,7 +245,7 @@ def main() -> int:
     segformer.create_model("segformer-b0", num_classes=150).save_pretrained(work / "b0")
     images = make_images(args.size)
     offline = Offline(work / "b0", images, args.max_batch)
-    results = {"offline": [offline.measure(args.offline_seconds)], "runs": [], "exit_codes": {},
+    results = {"offline": [offline.measure(args.offline_seconds)], "runs": [], "exit_codes": {}, "runtime": {},
                "threads": torch.get_num_threads(), "cpus": os.cpu_count()}
     for name in args.servers:
         run_server(name, args, work / "b0", images, offline, results)
@@ -280,7 +284,7 @@ def floors(results: dict) -> list[str]:
         f"{verdict(all(r['ok'] == r['well_formed'] for r in runs))} "
         f"({sum(r['garbage_sent'] + r['vanished'] for r in runs)} bad requests sent, "
         f"{sum(r['garbage_400'] for r in runs)}/{sum(r['garbage_sent'] for r in runs)} garbage answered 400)",
-        f"- SIGTERM exit codes: {results['exit_codes']}",
+        f"- SIGTERM exit codes: {results['exit_codes']}; runtimes: {results['runtime']}",
     ]
     if top:
         r = top[0]
