@@ -19,7 +19,7 @@ from PIL import Image
 
 from segformer.cli import main
 from segformer.inference import run_model
-from segformer.serve.batcher import DynamicBatcher, use_torch_threads
+from segformer.serve.batcher import DynamicBatcher
 from segformer.serve.engine import RequestError, parse_options, rle
 from segformer.visualize import overlay
 from serve_helpers import EXAMPLE, NUM_CLASSES, Server
@@ -309,33 +309,3 @@ def test_onnxruntime_gives_the_torch_runtimes_label_map(served_model):
     np.testing.assert_array_equal(labels["onnxruntime"], labels["torch"])
     with pytest.raises(ValueError, match="unknown runtime 'tensorrt'; accepted: auto, torch"):
         ServeConfig(model=str(served_model), runtime="tensorrt")
-
-
-class _ThreadCounter(torch.nn.Module):
-    """Logits of zeros, recording the intra-op thread count each forward pass ran with."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen = []
-
-    def forward(self, x):
-        self.seen.append(torch.get_num_threads())
-        return torch.zeros(x.shape[0], 2, 4, 4)
-
-
-def test_request_threads_use_one_torch_thread_and_the_batcher_its_own():
-    if "OpenMP" not in torch.__config__.parallel_info():
-        pytest.skip("per-thread intra-op counts need PyTorch's OpenMP backend")
-    from concurrent.futures import ThreadPoolExecutor
-
-    main = torch.get_num_threads()
-    model = _ThreadCounter()
-    batcher = DynamicBatcher(model, max_batch=2, max_wait_ms=0, threads=3).start()
-    try:
-        with ThreadPoolExecutor(2, initializer=use_torch_threads, initargs=(1,)) as pool:
-            counts = [pool.submit(torch.get_num_threads).result() for _ in range(4)]
-            batcher.submit(torch.zeros(1, 3, 8, 8)).result(timeout=30)
-        assert counts == [1, 1, 1, 1] and model.seen == [3] and torch.get_num_threads() == main
-    finally:
-        batcher.stop()
-        torch.set_num_threads(main)  # threads started later by other tests get the usual count

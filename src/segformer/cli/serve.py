@@ -27,9 +27,6 @@ def add_serve(sub: argparse._SubParsersAction) -> None:
                    help="segmentation requests in flight at most; more are answered 503 (default 64)")
     p.add_argument("--max-pixels", type=float, default=50e6, help="largest image accepted, in pixels (default 50e6)")
     p.add_argument("--max-body-mb", type=float, default=32.0, help="largest request body in MiB (default 32)")
-    p.add_argument("--threads", type=int,
-                   help="intra-op threads of the batched forward passes (default: torch's, the usable cores); each "
-                        "request's own work (decoding, the argmax at the image size, encoding) runs on one thread")
     p.add_argument("--workers", type=int, default=1, help="server processes, each with its own model (default 1)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.set_defaults(func=_run_serve)
@@ -42,7 +39,7 @@ def _config(args: argparse.Namespace):
     return ServeConfig(model=args.model, token_merging=args.token_merging, dtype=args.dtype, runtime=args.runtime,
                        device=device_of(args),
                        processor=processor_from_args(args), max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-                       max_queue=args.max_queue, max_pixels=int(args.max_pixels), threads=args.threads,
+                       max_queue=args.max_queue, max_pixels=int(args.max_pixels),
                        max_body_bytes=int(args.max_body_mb * 2**20))
 
 

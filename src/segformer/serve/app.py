@@ -17,7 +17,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 
-import torch
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -27,7 +26,6 @@ from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
-from .batcher import use_torch_threads
 from .engine import RequestError, Segmenter, ServeConfig, example_bytes, parse_options
 from .pose import parse_pose_options
 
@@ -64,18 +62,13 @@ class ServerState:
         # Enough threads to fill two batches (one running, one forming); admitted requests beyond wait for a
         # thread holding only their encoded body, so at most this many images are decoded at once.
         self.workers = min(config.max_queue, max(4, 2 * config.max_batch))
-        # Each request's own torch work (normalising, the argmax at the image size) runs on one intra-op thread:
-        # requests run side by side, and OpenMP teams in every request thread would oversubscribe the cores
-        # the batcher's forward passes use.
-        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="segformer-request",
-                                       initializer=use_torch_threads, initargs=(1,))
+        self.pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="segformer-request")
         self.in_flight = 0
         self._lock = threading.Lock()
-        self.forward_threads = config.threads or torch.get_num_threads()  # read before any request thread runs
 
     def load(self) -> None:
         try:
-            segmenter = Segmenter(self.config, on_batch=self.metrics.batch_size.observe, threads=self.forward_threads)
+            segmenter = Segmenter(self.config, on_batch=self.metrics.batch_size.observe)
             segmenter.warm_up(self.pool, self.workers)
             self.segmenter = segmenter
             log.info("model %s loaded and warmed up; ready", self.config.model)

@@ -26,21 +26,6 @@ from ..inference import run_model
 log = logging.getLogger(__name__)
 
 
-def use_torch_threads(count: int) -> bool:
-    """Run the calling thread's torch ops on `count` intra-op threads, leaving other threads' counts alone.
-
-    With PyTorch's OpenMP backend (Linux and Windows wheels) the count is each thread's own OpenMP team size,
-    fixed from the process-wide value when the thread first runs a parallel op: reading it first makes the
-    thread's own setting stick (the process-wide value, also set, applies to threads started later). With
-    another backend the count is process-wide: nothing is changed and False is returned.
-    """
-    if "parallel backend: OpenMP" not in torch.__config__.parallel_info():
-        return False
-    torch.get_num_threads()
-    torch.set_num_threads(count)
-    return True
-
-
 @dataclass
 class _Job:
     x: torch.Tensor
@@ -56,19 +41,17 @@ class DynamicBatcher:
 
     `on_batch(size)` is called after every forward pass (for metrics). The queue itself is unbounded: callers
     bound the number of requests in flight (the server's `--max-queue`), and each request waits for its result
-    before it submits again, so at most that many inputs are ever pending. The forward passes use `threads`
-    intra-op threads (default: torch's count when the batcher is made).
+    before it submits again, so at most that many inputs are ever pending.
     """
 
     def __init__(self, model: nn.Module, *, max_batch: int = 8, max_wait_ms: float = 10.0,
-                 dtype: str | torch.dtype | None = None, on_batch: Callable[[int], None] | None = None,
-                 threads: int | None = None):
+                 dtype: str | torch.dtype | None = None, on_batch: Callable[[int], None] | None = None):
         if max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {max_batch}")
         if max_wait_ms < 0:
             raise ValueError(f"max_wait_ms must be >= 0, got {max_wait_ms}")
         self.model, self.max_batch, self.max_wait = model, max_batch, max_wait_ms / 1000.0
-        self.dtype, self.on_batch, self.threads = dtype, on_batch, threads or torch.get_num_threads()
+        self.dtype, self.on_batch = dtype, on_batch
         self._queue: queue.Queue[_Job | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="segformer-batcher", daemon=True)
         self._stopped = False
@@ -141,7 +124,6 @@ class DynamicBatcher:
             self.on_batch(int(x.shape[0]))
 
     def _loop(self) -> None:
-        use_torch_threads(self.threads)
         stop = False
         while not stop:
             jobs, stop = self._collect()

@@ -50,7 +50,6 @@ class ServeConfig:
     dtype: str = "float32"
     device: str = "cpu"
     runtime: str = "auto"  # auto, torch, onnxruntime or openvino: what runs the forward passes (see runtimes/)
-    threads: int | None = None  # intra-op threads of the forward passes; None: torch's count where the server starts
     processor: ImageProcessor | None = None  # None: the model's recorded test pipeline (segformer.predict's default)
     max_batch: int = 8
     max_wait_ms: float = 10.0
@@ -59,8 +58,6 @@ class ServeConfig:
     max_body_bytes: int = 32 * 2**20
 
     def __post_init__(self) -> None:
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
         for name in ("max_batch", "max_queue", "max_pixels", "max_body_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -185,7 +182,7 @@ def encode_png(labels: np.ndarray) -> bytes:
 class Segmenter:
     """The loaded model and everything the server needs to answer segmentation requests."""
 
-    def __init__(self, config: ServeConfig, on_batch=None, threads: int | None = None):
+    def __init__(self, config: ServeConfig, on_batch=None):
         self.config = config
         model = load_source(config.model, config.runtime, device=config.device, dtype=config.dtype,
                             token_merging=config.token_merging)
@@ -204,7 +201,7 @@ class Segmenter:
         self.runner, self.dtype, self.runtime_choice = self._runner()
         log.info("%s", self.runtime_choice)
         self.batcher = DynamicBatcher(self.runner, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
-                                      dtype=self.dtype, on_batch=on_batch, threads=config.threads or threads).start()
+                                      dtype=self.dtype, on_batch=on_batch).start()
         self.batched = BatchedModel(self.model, self.batcher).eval()
 
     def _runner(self):
