@@ -15,6 +15,7 @@ OpenVINO's CPU plugin merges a Transpose into the layout Reorder beside it only 
 
 from __future__ import annotations
 
+import functools
 import logging
 import tempfile
 import threading
@@ -46,6 +47,14 @@ def _ov():
     return require("openvino", "openvino")
 
 
+@functools.cache
+def _core():
+    """One `ov.Core` per process, as OpenVINO advises: a model read through a Core that is then destroyed can
+    outlive the frontend library that made it, and cloning it for a static-shape compile later crashed
+    (segfault) in a long-lived process."""
+    return _ov().Core()
+
+
 def convert(model: nn.Module, meta: dict[str, str] | None = None):
     """An `ov.Model` of our dynamic ONNX export of `model`, with `meta` in its rt_info."""
     ov = _ov()
@@ -64,7 +73,7 @@ def convert_cached(model: nn.Module):
         return convert(model)
     path = root / "openvino" / f"{weights_key(model)}.xml"
     if path.is_file() and path.with_suffix(".bin").is_file():
-        return _ov().Core().read_model(str(path))
+        return _core().read_model(str(path))
     ov_model = convert(model)
     try:
         _save(ov_model, path)
@@ -92,7 +101,7 @@ def compile_model(ov_model, *, precision: str = "float32", threads: int | None =
     _check_precision(precision)
     config = {"INFERENCE_PRECISION_HINT": PRECISIONS[precision], "PERFORMANCE_HINT": "LATENCY",
               "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads())}
-    return _ov().Core().compile_model(ov_model, "CPU", config)
+    return _core().compile_model(ov_model, "CPU", config)
 
 
 class ShapeCompiler:
@@ -163,7 +172,7 @@ def openvino_model(source: str | Path | nn.Module, *, precision: str = "float32"
     else:
         if not Path(source).is_file():
             raise FileNotFoundError(f"OpenVINO model {source}: no such file")
-        ov_model, name = _ov().Core().read_model(str(source)), str(source)
+        ov_model, name = _core().read_model(str(source)), str(source)
         meta = read_metadata(source) if Path(source).suffix.lower() == ".onnx" else _read_meta(ov_model)
         config, processor = config_from_metadata(meta, name)
     infer = ShapeCompiler(ov_model, precision=precision, threads=threads, static_shapes=static_shapes)
