@@ -43,3 +43,14 @@ def server(served_model, tmp_path_factory):
                  log=tmp_path_factory.mktemp("serve_log") / "server.log")
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models: one thread is fastest, and on a shared machine more threads oversubscribe the cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

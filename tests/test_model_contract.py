@@ -18,13 +18,7 @@ ONNX = ("segformer-b0", "mit-b0")
 TINY_VIT = dict(depth=4, embed_dim=32, num_heads=2, channels=8, mla_channels=4, img_size=(32, 32))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is fastest, and on a shared machine many threads oversubscribe the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(name: str) -> SegmentationModel:

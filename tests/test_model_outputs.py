@@ -13,12 +13,7 @@ from segformer.models import SegmentationOutput
 TINY_MIT = dict(embed_dims=(8, 16, 40, 64), depths=(1, 1, 1, 1), decoder_dim=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def labels_with_ignore(shape, num_classes: int, seed: int = 1) -> torch.Tensor:

@@ -26,14 +26,7 @@ from segformer.training.optim import LRSchedule
 from segformer.utils.io import atomic_write_text, clean_stale_temps
 from test_training import TINY, records, tiny_config
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread is fastest (several times so on a shared machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
