@@ -49,10 +49,9 @@ class SegFormerConfig(ModelConfig):
     test_pipeline: dict | None = None
 
     def __post_init__(self) -> None:
-        self._check_common(MiTConfig, {"task": TASKS})
+        self._check_common(MiTConfig, {"task": TASKS, "decoder_style": DECODER_STYLES})
         if self.task == "pose" and self.decoder_style != "mmseg":
             raise ValueError("SegFormerConfig: the pose head is the mmseg-style decoder; set decoder_style='mmseg'")
-        self._check_common(MiTConfig, {"decoder_style": DECODER_STYLES})
         self._check_classes()
 
 
