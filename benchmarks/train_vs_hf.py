@@ -88,7 +88,75 @@ def make_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(image, 0, 255).astype(np.uint8), label
 
 
-def make_dataset(root: Path, train: int = 240, val: int = 60, seed: int = 2026) -> Path:
+AERIAL_CLASSES = ("grass", "road", "building", "tree", "water")
+ROOFS = np.array([[170, 70, 60], [120, 110, 105], [150, 100, 70], [90, 100, 130], [200, 190, 170],
+                  [60, 60, 65]], dtype=np.float32)
+
+
+def _smooth_noise(height: int, width: int, cell: int, rng: np.random.Generator) -> np.ndarray:
+    """(H, W) low-frequency noise in [-1, 1]: a coarse random grid upsampled bilinearly."""
+    coarse = rng.uniform(-1, 1, size=(height // cell + 2, width // cell + 2)).astype(np.float32)
+    return np.asarray(Image.fromarray(coarse).resize((width, height), Image.BILINEAR))
+
+
+def make_aerial_sample(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A top-down scene at a random ground resolution (objects 0.6-1.6x their mean size): grass (0), roads (1),
+    buildings (2) with shadows, trees (3) in clusters, water (4) blobs. Colours overlap (grey roofs and roads,
+    dark-green trees on grass), so shape and context matter as well as colour."""
+    height, width = (int(v) for v in rng.integers(160, 225, size=2))
+    zoom = rng.uniform(0.6, 1.6)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    grass = np.array([90, 140, 60], np.float32) + rng.uniform(-25, 25, 3)
+    image = grass + 25 * _smooth_noise(height, width, 24, rng)[..., None]
+    label = np.zeros((height, width), np.uint8)
+    for _ in range(int(rng.integers(0, 3))):  # water: a random walk of discs
+        y, x = rng.uniform(0, height), rng.uniform(0, width)
+        mask = np.zeros((height, width), bool)
+        for _ in range(int(rng.integers(4, 10))):
+            y, x = y + rng.normal(0, 12 * zoom), x + rng.normal(0, 12 * zoom)
+            mask |= (yy - y) ** 2 + (xx - x) ** 2 <= (rng.uniform(8, 18) * zoom) ** 2
+        water = np.array([40, 80, 140], np.float32) + rng.uniform(-20, 20, 3)
+        image[mask] = (water + 12 * _smooth_noise(height, width, 16, rng)[..., None])[mask]
+        label[mask] = 4
+    for _ in range(int(rng.integers(1, 4))):  # roads: straight bands with a dashed centre line
+        theta, offset = rng.uniform(0, np.pi), rng.uniform(-0.3, 0.3) * min(height, width)
+        across = (xx - width / 2) * np.cos(theta) + (yy - height / 2) * np.sin(theta) - offset
+        along = -(xx - width / 2) * np.sin(theta) + (yy - height / 2) * np.cos(theta)
+        half = rng.uniform(3, 6) * zoom
+        mask = np.abs(across) <= half
+        image[mask] = rng.uniform(95, 150)
+        image[(np.abs(across) <= 0.8) & ((along // (6 * zoom)) % 2 == 0)] = 225
+        label[mask] = 1
+    for _ in range(int(rng.integers(2, 7))):  # buildings: rotated rectangles with a shadow to the south-east
+        cy, cx, theta = rng.uniform(0, height), rng.uniform(0, width), rng.uniform(0, np.pi)
+        ay, ax = rng.uniform(5, 15, size=2) * zoom
+        for shift, is_shadow in ((3 * zoom, True), (0.0, False)):
+            u = (xx - cx - shift) * np.cos(theta) + (yy - cy - shift) * np.sin(theta)
+            v = -(xx - cx - shift) * np.sin(theta) + (yy - cy - shift) * np.cos(theta)
+            mask = (np.abs(u) <= ax) & (np.abs(v) <= ay)
+            if is_shadow:
+                image[mask] *= 0.55
+            else:
+                roof = ROOFS[rng.integers(len(ROOFS))] + rng.uniform(-15, 15, 3)
+                image[mask] = (roof * (1 + 0.15 * np.sign(u))[..., None])[mask]  # two roof faces
+                label[mask] = 2
+    for _ in range(int(rng.integers(1, 4))):  # trees: clusters of round crowns, lit from the north-west
+        y, x = rng.uniform(0, height), rng.uniform(0, width)
+        for _ in range(int(rng.integers(3, 12))):
+            ty, tx, r = y + rng.normal(0, 14 * zoom), x + rng.normal(0, 14 * zoom), rng.uniform(3, 7) * zoom
+            d2 = (yy - ty) ** 2 + (xx - tx) ** 2
+            mask = d2 <= r ** 2
+            light = 1 + 0.35 * np.clip(-((yy - ty) + (xx - tx)) / (2 * r), -1, 1)
+            image[mask] = (np.array([40, 85, 35], np.float32) * light[..., None])[mask]
+            label[mask] = 3
+    image += rng.normal(0, 8, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8), label
+
+
+DATASETS = {"weave": (make_sample, CLASSES), "aerial": (make_aerial_sample, AERIAL_CLASSES)}
+
+
+def make_dataset(root: Path, train: int = 240, val: int = 60, seed: int = 2026, kind: str = "weave") -> Path:
     """The weave folder dataset at `root` (kept if complete)."""
     if (root / "classes.txt").is_file():
         return root
@@ -97,10 +165,10 @@ def make_dataset(root: Path, train: int = 240, val: int = 60, seed: int = 2026) 
         (root / "images" / split).mkdir(parents=True, exist_ok=True)
         (root / "masks" / split).mkdir(parents=True, exist_ok=True)
         for i in range(count):
-            image, label = make_sample(rng)
+            image, label = DATASETS[kind][0](rng)
             Image.fromarray(image).save(root / "images" / split / f"{i:04d}.png")
             Image.fromarray(label).save(root / "masks" / split / f"{i:04d}.png")
-    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    (root / "classes.txt").write_text("\n".join(DATASETS[kind][1]) + "\n")
     return root
 
 
@@ -137,7 +205,7 @@ def run_hf(data: Path, iters: int, lr: float, out: Path, every: int, seed: int =
 
     torch.manual_seed(seed)
     train_set = open_dataset(data, "train")
-    model = SegformerForSemanticSegmentation(SegformerConfig(num_labels=len(CLASSES)))
+    model = SegformerForSemanticSegmentation(SegformerConfig(num_labels=train_set.num_classes))
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     rng = np.random.default_rng(seed)
     model.train()
@@ -181,27 +249,32 @@ def main() -> None:
     parser.add_argument("--work", type=Path, required=True, help="folder for the dataset, the runs and results.json")
     parser.add_argument("--iters", type=int, default=600)
     parser.add_argument("--lr", type=float, default=6e-4)
+    parser.add_argument("--dataset", choices=sorted(DATASETS), default="weave")
+    parser.add_argument("--seed", type=int, default=0, help="both runs' seed (ours: --set seed=N when N != 0)")
     parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                         help="diagnostics only: a setting for our run (e.g. power=0); its folder is named after it")
     parser.add_argument("--only", choices=["ours", "hf", "score"],
                         help="one part: the two trainings can run as separate processes, then --only score")
     args = parser.parse_args()
-    data = make_dataset(args.work / "weave")
+    data = make_dataset(args.work / args.dataset, kind=args.dataset)
+    sets = args.sets + ([f"seed={args.seed}"] if args.seed else [])
+    base = f"{args.iters}_{args.dataset}_s{args.seed}"
     tag = "".join(f"_{item.replace('=', '-')}" for item in args.sets)
-    run, hf_dir = args.work / f"ours_{args.iters}{tag}", args.work / f"hf_{args.iters}"
+    run, hf_dir = args.work / f"ours_{base}{tag}", args.work / f"hf_{base}"
     timing = {}
     if args.only in (None, "ours"):
-        timing["ours_wall_s"] = round(run_ours(data, run, args.iters, args.lr, args.sets)[0], 1)
+        timing["ours_wall_s"] = round(run_ours(data, run, args.iters, args.lr, sets)[0], 1)
     if args.only in (None, "hf"):
-        timing["hf_train_s"] = round(run_hf(data, args.iters, args.lr, hf_dir, max(1, args.iters // 5))[0], 1)
+        timing["hf_train_s"] = round(run_hf(data, args.iters, args.lr, hf_dir, max(1, args.iters // 5),
+                                            args.seed)[0], 1)
     if args.only in ("ours", "hf"):
-        name = f"timing_ours{tag}.json" if args.only == "ours" else "timing_hf.json"
+        name = f"timing_ours_{base}{tag}.json" if args.only == "ours" else f"timing_hf_{base}.json"
         (args.work / name).write_text(json.dumps(timing) + "\n")
         return
-    write_results(args, data, run, hf_dir, tag)
+    write_results(args, data, run, hf_dir, base, tag)
 
 
-def write_results(args, data: Path, run: Path, hf_dir: Path, tag: str = "") -> None:
+def write_results(args, data: Path, run: Path, hf_dir: Path, base: str, tag: str = "") -> None:
     """Both models scored on the validation split, at every saved step of the transformers loop."""
     from transformers import SegformerForSemanticSegmentation
 
@@ -209,7 +282,7 @@ def write_results(args, data: Path, run: Path, hf_dir: Path, tag: str = "") -> N
 
     ours_log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
     ours = segformer.load_model(run / "final")
-    results = {"iters": args.iters, "lr": args.lr,
+    results = {"dataset": args.dataset, "seed": args.seed, "iters": args.iters, "lr": args.lr,
                "ours_run_mIoU": {r["iter"]: round(r["mIoU"], 2) for r in ours_log if "mIoU" in r},
                "ours_final_recorded_protocol": score(ours, data),
                "ours_final_native": score(_Logits(ours, hf=False).eval(), data)}
@@ -217,10 +290,10 @@ def write_results(args, data: Path, run: Path, hf_dir: Path, tag: str = "") -> N
     for step_dir in sorted(hf_dir.glob("step_*"), key=lambda p: int(p.name.split("_")[1])):
         hf = SegformerForSemanticSegmentation.from_pretrained(step_dir)
         results["hf_native"][int(step_dir.name.split("_")[1])] = score(_Logits(hf, hf=True).eval(), data)
-    for name in (f"timing_ours{tag}.json", "timing_hf.json"):
+    for name in (f"timing_ours_{base}{tag}.json", f"timing_hf_{base}.json"):
         if (args.work / name).is_file():
             results.update(json.loads((args.work / name).read_text()))
-    (args.work / f"results{tag}.json").write_text(json.dumps(results, indent=2) + "\n")
+    (args.work / f"results_{base}{tag}.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 

@@ -53,10 +53,11 @@ class TrainConfig:
     num_classes: int | None = None  # None: the dataset's (classes.txt for a folder)
     crop_size: tuple[int, int] = (512, 512)  # (h, w); smaller images are padded (image 0, label 255)
     scale: tuple[int, int] | None = None  # (long, short) RandomResize / test Resize bound; None: the dataset's
-    ratio_range: tuple[float, float] = (0.5, 2.0)  # recipe scale, or (4 x crop, crop) for a folder
+    # RandomResize factors applied to scale; None: (2^-s, 2^s) for the run's augmentation strength s (below)
+    ratio_range: tuple[float, float] | None = None
     cat_max_ratio: float = 0.75
     flip_prob: float = 0.5
-    photometric: bool = True
+    photometric: bool | None = None  # None: on when s >= 0.5 (runs of 10k iterations or more)
     # Pose (segformer-bX-pose models): crop_size is the network input (h, w); the MSRA heatmap's sigma; the
     # evaluation's flip test (heatmaps of the mirrored crop averaged in, shift_heatmap=True)
     sigma: float = 2.0
@@ -151,10 +152,12 @@ KEY_HELP = {
     "crop_size": "training crop [h, w]; smaller images are padded (image 0, label 255)",
     "scale": "[long, short] bound of the training RandomResize and the test Resize; null: the dataset's "
              "(ADE20K [2048, 512], Cityscapes [2048, 1024], a folder [4 x crop, crop])",
-    "ratio_range": "RandomResize factors applied to scale",
+    "ratio_range": "RandomResize factors applied to scale; null: follows the run length, [2^-s, 2^s] with s = "
+                   "min(1, iters / 20000) (mmseg's [0.5, 2.0] from 20k iterations, about 1 for a 600-step run)",
     "cat_max_ratio": "a crop is redrawn (up to 10 times) while one class covers more than this share",
     "flip_prob": "horizontal flip probability",
-    "photometric": "mmseg's PhotoMetricDistortion (brightness, contrast, saturation, hue)",
+    "photometric": "mmseg's PhotoMetricDistortion (brightness, contrast, saturation, hue); null: on for runs of "
+                   "10k iterations or more",
     "sigma": "pose models: the MSRA heatmap's Gaussian sigma (heatmap pixels)",
     "flip_test": "pose models: average in the heatmaps of the mirrored crop when evaluating",
     "num_workers": "data loading processes; null: the CPUs this process may use, at most 8",
@@ -200,6 +203,10 @@ KEY_HELP = {
 }
 
 MAX_WARMUP, MAX_INTERVAL = 1500, 16000  # the ADE20K 160k schedule's values, reached from 30k / 80k iterations
+# mmseg's shortest schedule (20k iterations, e.g. Pascal VOC) already trains with its full augmentation: resize
+# 0.5-2.0x and PhotoMetricDistortion. Shorter runs get less: 600 steps of B0 from random weights on two folder
+# sets, two seeds each, scored 8-10 mIoU higher without it (benchmarks/RESULTS.md, issue 14).
+FULL_AUGMENTATION_ITERS = 20000
 
 
 def usable_cpus() -> int:
@@ -207,11 +214,18 @@ def usable_cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+def augmentation_strength(iters: int) -> float:
+    """s in (0, 1]: how much of mmseg's training augmentation a run of `iters` steps gets by default."""
+    return min(1.0, iters / FULL_AUGMENTATION_ITERS)
+
+
 def resolve_run_length(config: TrainConfig) -> TrainConfig:
     """`config` with the keys left null set from the run length and the machine: warm-up 5% of the run (at most
     1500), evaluation every fifth of it (at most 16000), checkpoints as evaluations, workers = usable CPUs (at
-    most 8). A 600-step run thus warms up for 30 steps and evaluates at 120, 240, ... instead of never leaving
-    the 160k schedule's 1500-step warm-up."""
+    most 8), random resize factors (2^-s, 2^s) and photometric distortion when s >= 0.5, for the augmentation
+    strength s = min(1, iters / 20000). A 600-step run thus warms up for 30 steps, evaluates at 120, 240, ... and
+    trains on nearly unscaled crops instead of never leaving the 160k schedule's 1500-step warm-up while fitting
+    its 4x scale range."""
     warmup = config.warmup_iters if config.warmup_iters is not None else min(MAX_WARMUP, -(-config.iters // 20))
     interval = config.eval_interval if config.eval_interval is not None else min(MAX_INTERVAL,
                                                                                  max(1, config.iters // 5))
@@ -220,8 +234,11 @@ def resolve_run_length(config: TrainConfig) -> TrainConfig:
     if warmup > config.iters / 10:
         logger.warning("warmup_iters=%d is more than a tenth of the %d-step run: the learning rate stays below lr "
                        "for much of it (leave warmup_iters unset for 5%% of the run)", warmup, config.iters)
+    strength = augmentation_strength(config.iters)
+    ratio_range = config.ratio_range or (round(2 ** -strength, 4), round(2 ** strength, 4))
+    photometric = config.photometric if config.photometric is not None else strength >= 0.5
     return dataclasses.replace(config, warmup_iters=warmup, eval_interval=interval, checkpoint_interval=checkpoint,
-                               num_workers=workers)
+                               num_workers=workers, ratio_range=ratio_range, photometric=photometric)
 
 
 def _resolve_merging(value):
