@@ -66,8 +66,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     config = _config(args)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     print(f"segformer serve: http://{args.host}:{args.port}/ (model {args.model}, --runtime {args.runtime}, "
-          f"{args.workers} worker(s)); the runtime chosen is logged once the model has loaded, and shown by "
-          f"GET /v1/model", flush=True)
+          f"{args.workers} worker(s)); the runtime chosen is logged with the ready line once the model has "
+          f"loaded, and shown by GET /v1/model", flush=True)
     # uvicorn finishes in-flight requests on SIGTERM, then raises the signal again: exit 0 for a clean stop.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     if args.workers == 1:

@@ -71,7 +71,7 @@ class ServerState:
             segmenter = Segmenter(self.config, on_batch=self.metrics.batch_size.observe)
             segmenter.warm_up(self.pool, self.workers)
             self.segmenter = segmenter
-            log.info("model %s loaded and warmed up; ready", self.config.model)
+            log.info("model %s loaded and warmed up (%s); ready", self.config.model, segmenter.runtime_choice)
         except Exception as exc:  # reported by /readyz and every request, instead of a dead thread
             log.exception("loading model %s failed", self.config.model)
             self.error = f"loading model {self.config.model} failed: {exc}"

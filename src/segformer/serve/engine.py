@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
-import logging
 import time
 import warnings
 from collections.abc import Mapping
@@ -27,7 +26,6 @@ from ..runtimes.loading import load_source, prepare_runner
 from ..visualize import overlay
 from .batcher import BatchedModel, DynamicBatcher
 
-log = logging.getLogger(__name__)
 FORMATS = {"png": "image/png", "json": "application/json", "overlay": "image/jpeg"}
 MAX_SCALES = 8
 EXAMPLE = "chelsea.jpg"
@@ -199,7 +197,6 @@ class Segmenter:
         self.palette = get_palette(self.num_classes)
         self.class_names = list(model_config.class_names or get_class_names(self.num_classes))
         self.runner, self.dtype, self.runtime_choice = self._runner()
-        log.info("%s", self.runtime_choice)
         self.batcher = DynamicBatcher(self.runner, max_batch=config.max_batch, max_wait_ms=config.max_wait_ms,
                                       dtype=self.dtype, on_batch=on_batch).start()
         self.batched = BatchedModel(self.model, self.batcher).eval()
