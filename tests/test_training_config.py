@@ -115,6 +115,26 @@ def test_unset_schedule_keys_follow_the_run_length():
     assert resolve_run_length(TrainConfig(iters=3)).eval_interval == 1
 
 
+def test_unset_augmentation_follows_the_run_length():
+    from segformer.training.config import resolve_run_length
+
+    def augmentation(**kwargs):
+        c = resolve_run_length(TrainConfig(**kwargs))
+        return tuple(c.ratio_range), c.photometric
+
+    assert augmentation(iters=160000) == ((0.5, 2.0), True)  # mmseg's pipeline from its 20k schedule on
+    assert augmentation(iters=20000) == ((0.5, 2.0), True)
+    assert augmentation(iters=10000) == ((0.7071, 1.4142), True)
+    assert augmentation(iters=9999)[1] is False
+    assert augmentation(iters=600) == ((0.9794, 1.021), False)  # a short run: nearly unscaled crops
+    # what the user or a recipe sets is kept, at any length
+    assert augmentation(iters=600, ratio_range=[0.5, 2.0], photometric=True) == ((0.5, 2.0), True)
+    assert augmentation(iters=160000, ratio_range=1.0, photometric=False) == ((1.0, 1.0), False)
+    recipe = load_config("segformer_b0_ade20k_512", sets=["iters=600"])
+    assert augmentation(**{k: getattr(recipe, k) for k in ("iters", "ratio_range", "photometric")}) == \
+        ((0.5, 2.0), True)
+
+
 def test_a_warm_up_over_a_tenth_of_the_run_warns(caplog):
     from segformer.training.config import resolve_run_length
 

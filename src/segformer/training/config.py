@@ -153,7 +153,7 @@ KEY_HELP = {
     "scale": "[long, short] bound of the training RandomResize and the test Resize; null: the dataset's "
              "(ADE20K [2048, 512], Cityscapes [2048, 1024], a folder [4 x crop, crop])",
     "ratio_range": "RandomResize factors applied to scale; null: follows the run length, [2^-s, 2^s] with s = "
-                   "min(1, iters / 20000) (mmseg's [0.5, 2.0] from 20k iterations, about 1 for a 600-step run)",
+                   "min(1, iters / 20000): mmseg's [0.5, 2.0] from 20k iterations, [0.98, 1.02] for 600",
     "cat_max_ratio": "a crop is redrawn (up to 10 times) while one class covers more than this share",
     "flip_prob": "horizontal flip probability",
     "photometric": "mmseg's PhotoMetricDistortion (brightness, contrast, saturation, hue); null: on for runs of "
