@@ -1,9 +1,9 @@
 """The training loop: AMP, gradient accumulation, clipping, periodic evaluation, exact resume, DDP.
 
-Run directory (`config.out`): `config.yaml` (the resolved config), `log.jsonl` (one JSON object per logged
-iteration or evaluation), `checkpoints/iter_NNNNNNN.pt`, and at the end `final/` (loadable by
-`segformer.load_model`), `metrics.json` and `plots/`. Only rank 0 writes. Under torchrun every process trains
-on its share of each global batch (`config.batch_size` = processes x accumulation steps x per-process batch).
+Run directory (`config.out`): `checkpoints/iter_NNNNNNN.pt` (checkpoint.py) and what `run_files.RunFiles` writes
+(config.yaml, log.jsonl, best/, and at the end final/, metrics.json, plots/). Only rank 0 writes. Under torchrun
+every process trains on its share of each global batch (`config.batch_size` = processes x accumulation steps x
+per-process batch).
 
 Failure safety: every image and label map is opened before training; the last iteration is always
 checkpointed before the final evaluation (if that fails, `--resume` repeats only the evaluation); no checkpoint
@@ -15,17 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import logging
 import math
 import random
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from torch import nn
 from tqdm import tqdm
 
@@ -33,7 +30,7 @@ from ..evaluation import evaluate
 from ..models import SegmentationModel, model_from_config
 from ..protocol import default_stride, make_test_pipeline
 from ..runtimes.precision import autocast_dtype
-from ..utils.io import atomic_dir, atomic_write_text, json_safe, write_json
+from ..utils.io import json_safe
 from . import distributed as ddp
 from .checkpoint import (
     checkpoint_path,
@@ -44,20 +41,18 @@ from .checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from .config import BEST_METRICS, TrainConfig, resolve_run_length, save_config
+from .config import BEST_METRICS, TrainConfig, resolve_run_length
 from .data import check_files, default_scale, open_datasets, train_loader
 from .losses import SegmentationLoss, TrainingForward
 from .optim import build_optimizer, build_schedule
-from .plots import read_log_records, save_plots
 from .pose import best_metrics, is_pose, open_pose_datasets, pose_transform
 from .pose import evaluate as evaluate_pose
 from .pretrained import build_model, with_token_merging
-from .tensorboard import TensorBoardLog, summary_writer_class
+from .run_files import RunFiles, check_run_dir
+from .tensorboard import summary_writer_class
 
 log = logging.getLogger(__name__)
 
-RUN_FILES = ("config.yaml", "log.jsonl", "checkpoints", "final", "metrics.json", "plots", "best",
-             "tensorboard")
 # Fields that do not change what is computed: they may differ between a run and its resumption.
 RESUME_FREE = {"out", "num_workers", "progress", "log_interval", "eval_interval", "eval_epochs",
                "checkpoint_interval", "keep_checkpoints", "device", "data", "save_best"}
@@ -92,20 +87,6 @@ def check_save_best(metric: str | None, reported: tuple[str, ...]) -> None:
                          f"{', '.join(reported)}")
 
 
-def _check_run_dir(config: TrainConfig, resume, overwrite: bool) -> Path:
-    """The run directory; refuses one that holds a run unless resuming it or starting it over."""
-    if config.out is None:
-        raise ValueError("out: no run directory given; set `out:` in the config or pass --out DIR")
-    if resume is not None and overwrite:
-        raise ValueError("--resume continues the run in --out and --overwrite starts it over: pass one of them")
-    run_dir = Path(config.out)
-    taken = [name for name in RUN_FILES if (run_dir / name).exists()]
-    if resume is None and taken and not overwrite:
-        raise FileExistsError(f"run directory {run_dir} already holds a run ({', '.join(taken)}); pass --resume "
-                              f"to continue it, --overwrite to start it over, or choose another --out")
-    return run_dir
-
-
 def _merging_name(value: str | dict) -> str:
     return value if isinstance(value, str) else "custom (config.yaml)"
 
@@ -123,14 +104,14 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, *, resume: str | Path | None = None, model: nn.Module | None = None,
                  train_set=None, val_set=None, overwrite: bool = False):
-        self.run_dir, self.overwrite = _check_run_dir(config, resume, overwrite), overwrite
+        self.run_dir, self.overwrite = check_run_dir(config, resume, overwrite), overwrite
         self.dist = ddp.init_distributed(config.device)
         self.pose = is_pose(config)
         train_set, val_set = self._open_data(config, train_set, val_set)
         if config.tensorboard:
             summary_writer_class()  # missing package: stop before any work
-        self.tensorboard: TensorBoardLog | None = None
         self.config = config = resolve_config(config, train_set)
+        self.files = RunFiles(self.run_dir, config)
         self.train_set, self.val_set = train_set, val_set
         self.device, world = self.dist.device, self.dist.world_size
         if config.amp == "fp16" and self.device.type != "cuda":
@@ -157,7 +138,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=config.amp == "fp16")
         self.loss_fn = SegmentationLoss(train_set.ignore_index, None if self.pose else config.class_weights,
                                         None if self.pose else config.losses)
-        self.start, self.log_lines = 0, None
+        self.start, self.log_lines = 0, None  # log_lines: the log.jsonl records a resumed checkpoint kept
         if self.checkpoint is not None:
             self._restore(self.checkpoint)
         else:
@@ -187,7 +168,8 @@ class Trainer:
             if c.eval_mode == "slide" else ""
         return (f"{c.model} on {c.data or type(self.train_set).__name__} ({len(self.train_set)} train / "
                 f"{len(self.val_set)} val images, {c.num_classes} classes); crop {c.crop_size[0]}x{c.crop_size[1]}, "
-                f"scale {list(c.scale)} x {list(c.ratio_range)}; {c.iters} iterations of batch {c.batch_size}, "
+                f"scale {list(c.scale)} x {list(c.ratio_range)}, photometric {'on' if c.photometric else 'off'}; "
+                f"{c.iters} iterations of batch {c.batch_size}, "
                 f"{c.optimizer} lr {c.lr:g} (heads x{c.head_lr_mult:g}), warm-up {c.warmup_iters}, poly {c.power:g}; "
                 f"evaluation every {c.eval_interval or c.iters} ({c.eval_mode}{window}), checkpoints every "
                 f"{c.checkpoint_interval}; {c.num_workers} workers, device {self.device}, amp {c.amp}"
@@ -250,32 +232,10 @@ class Trainer:
                         self.micro_batch, len(states), state.get("micro_batch"), self.start)
             torch.manual_seed(self.config.seed + self.dist.rank + self.start)
 
-    # ---------------------------------------------------------------- files (rank 0)
-    def _prepare_run_dir(self) -> None:
-        if self.overwrite:  # start over: only what a run writes goes, anything else in the folder stays
-            for name in RUN_FILES:
-                target = self.run_dir / name
-                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(self.config, self.run_dir / "config.yaml")
-        log_path = self.run_dir / "log.jsonl"
-        records = read_log_records(log_path) if self.start and log_path.exists() else []
-        # Keep what was logged before the checkpoint was written (older checkpoints: up to its iteration).
-        kept = records[:self.log_lines] if self.log_lines is not None else [r for r in records
-                                                                             if r["iter"] <= self.start]
-        atomic_write_text(log_path, "".join(json.dumps(r) + "\n" for r in kept))
-        self.log_lines = len(kept)
-        if self.config.tensorboard:
-            purge = self.start + 1 if self.start else None  # a resumed run: drop what came after the checkpoint
-            self.tensorboard = TensorBoardLog(self.run_dir / "tensorboard", purge_step=purge)
-
+    # ---------------------------------------------------------------- files
     def _log(self, record: dict) -> None:
         if self.dist.is_main:
-            with open(self.run_dir / "log.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(record) + "\n")
-            self.log_lines += 1
-            if self.tensorboard is not None:
-                self.tensorboard.write(record)
+            self.files.log(record)
 
     def _save(self, iteration: int) -> None:
         self._check_finite(iteration)  # every rank: the weights are the same, so all stop together
@@ -284,7 +244,7 @@ class Trainer:
             return
         state = {"iteration": iteration, "model": self.core.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scaler": self.scaler.state_dict(), "micro_batch": self.micro_batch, "rng": rng,
-                 "config": self.config.to_dict(), "log_lines": self.log_lines}
+                 "config": self.config.to_dict(), "log_lines": self.files.log_lines}
         if isinstance(self.core, SegmentationModel):
             state["model_config"] = self.core.config.to_dict()
         path = save_checkpoint(self.run_dir, iteration, state, keep=self.config.keep_checkpoints)
@@ -359,7 +319,7 @@ class Trainer:
         """Train from the start (or the resumed iteration) to `config.iters`; returns the final metrics."""
         c, main = self.config, self.dist.is_main
         if main:
-            self._prepare_run_dir()
+            self.files.prepare(self.start, self.log_lines, self.overwrite)
         ddp.barrier()
         batches = iter(self.loader)
         bar = tqdm(total=c.iters, initial=self.start, disable=not (main and c.progress), unit="it",
@@ -406,10 +366,9 @@ class Trainer:
             raise
         self._log_eval(self.config.iters, metrics)
         if self.dist.is_main:
-            self._write_results(metrics)
+            self.files.write_results(metrics, self.core, self.pose)
+            self.files.close()
         ddp.barrier()
-        if self.tensorboard is not None:
-            self.tensorboard.close()
         return metrics
 
     def _log_eval(self, iteration: int, metrics: dict) -> None:
@@ -418,49 +377,13 @@ class Trainer:
             self._log({"iter": iteration, **summary})
             log.info("iteration %d: %s", iteration, "  ".join(f"{k} {v:.2f}" for k, v in summary.items()))
             if self.dist.is_main:
-                self._keep_best(iteration, summary)
+                self.files.keep_best(iteration, summary, self.core)
             return
         summary = {k: metrics[k] for k in ("aAcc", "mIoU", "mAcc")}
         self._log({"iter": iteration, **json_safe(summary)})
         if self.dist.is_main:
             log.info("iteration %d: aAcc %.2f  mIoU %.2f  mAcc %.2f", iteration, *summary.values())
-            self._keep_best(iteration, summary)
-
-    def _keep_best(self, iteration: int, summary: dict) -> None:
-        """`save_best`: write the model to best/ when this evaluation beats the best so far (best/metrics.json
-        holds that score, so a resumed run keeps comparing against it)."""
-        metric = self.config.save_best
-        if metric is None or math.isnan(summary[metric]):
-            return
-        record = self.run_dir / "best" / "metrics.json"
-        if record.is_file() and json.loads(record.read_text())[metric] >= summary[metric]:
-            return
-        self._write_model(self.run_dir / "best")
-        atomic_write_text(record, json.dumps({"iteration": iteration, **summary}, indent=2) + "\n")
-        log.info("iteration %d: best %s so far (%.2f), model in %s", iteration, metric, summary[metric],
-                 self.run_dir / "best")
-
-    def _write_results(self, metrics: dict) -> None:
-        if self.pose:
-            payload = {"iteration": self.config.iters, **metrics}
-        else:
-            payload = self._segmentation_results(metrics)
-        write_json(self.run_dir / "metrics.json", payload, overwrite=True)
-        self._write_model(self.run_dir / "final")
-        save_plots(self.run_dir)
-
-    def _segmentation_results(self, metrics: dict) -> dict:
-        names = metrics["classes"]
-        return {"iteration": self.config.iters, "aAcc": metrics["aAcc"], "mIoU": metrics["mIoU"],
-                "mAcc": metrics["mAcc"], "IoU": dict(zip(names, metrics["IoU"], strict=True)),
-                "Acc": dict(zip(names, metrics["Acc"], strict=True)), "num_images": metrics["num_images"]}
-
-    def _write_model(self, directory: Path) -> None:
-        if isinstance(self.core, SegmentationModel):
-            self.core.save_pretrained(directory, overwrite=True)
-        else:  # any other model: its weights alone
-            weights = {k: v.detach().contiguous().cpu() for k, v in self.core.state_dict().items()}
-            atomic_dir(directory, lambda tmp: save_file(weights, str(tmp / "model.safetensors")), overwrite=True)
+            self.files.keep_best(iteration, summary, self.core)
 
 
 def train(config: TrainConfig, *, resume: str | Path | None = None, model: nn.Module | None = None,
