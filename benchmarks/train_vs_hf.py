@@ -1,22 +1,26 @@
 """A user's first training run: `segformer train` with only the obvious flags vs transformers' B0 with a plain loop.
 
-    .venv/bin/python benchmarks/train_vs_hf.py --work /tmp/train_vs_hf [--iters 600]
+    .venv/bin/python benchmarks/train_vs_hf.py --work /tmp/train_vs_hf [--dataset weave|aerial] [--seed N]
 
-Data: "weave", a folder dataset made here (not the demo's synthetic set): images of 160..224 px per side, a
-colour-gradient background (class 0) with 3 to 6 overlapping ellipses and rotated rectangles, each filled with one
-of four textures: stripes, checks, dots, flat (classes 1..4). Colours are drawn from one shared pool, so only the
-texture tells the classes apart. 240 training and 60 validation images, seeded.
+Two folder datasets made here (not the demo's synthetic set), 240 training and 60 validation images each, of
+160..224 px per side, seeded:
+- "weave": a colour-gradient background (class 0) with 3 to 6 overlapping ellipses and rotated rectangles, each
+  filled with one of four textures: stripes, checks, dots, flat (classes 1..4). Colours are drawn from one shared
+  pool, so only the texture tells the classes apart.
+- "aerial": top-down scenes at a random ground resolution (objects 0.6-1.6x their mean size): grass, roads with
+  dashed centre lines, buildings (two-faced roofs, shadows), tree clusters, water; colours overlap between classes.
 
 Ours: `segformer train --model segformer-b0 --data D --crop 128 --batch-size 8 --iters N --lr 6e-4 --out R`
-(nothing else: warm-up, intervals and workers come from the run-length defaults), run as a subprocess. Its
-score is the one the run reports (the model's recorded test pipeline, which `segformer eval` also uses).
-Transformers: `SegformerForSemanticSegmentation(SegformerConfig(num_labels=5))` (B0) from random weights, like
-ours, trained by a plain loop with the same budget: N AdamW steps at lr 6e-4 (torch defaults otherwise) on
-batches of 8 random 128x128 crops with random horizontal flips, its own loss (`labels=`). Both models are then
-scored by `segformer.evaluation.evaluate` on the validation split at the images' own size (whole image, no
-resize; transformers' loop saves its model every fifth of the run, each is scored), and ours also with its
-recorded protocol. Results go to <work>/results.json (`--set KEY=VALUE`, for diagnostics, adds a setting to our
-run: folder ours_N_KEY-VALUE, results_KEY-VALUE.json). On a loaded machine run the parts side by side:
+(nothing else: warm-up, intervals, workers and augmentation come from the run-length defaults; `--seed N` adds
+`--set seed=N`), run as a subprocess. Its score is the one the run reports (the model's recorded test pipeline,
+which `segformer eval` also uses). Transformers: `SegformerForSemanticSegmentation(SegformerConfig(num_labels=5))`
+(B0) from random weights, like ours, trained by a plain loop with the same budget: N AdamW steps at lr 6e-4 (torch
+defaults otherwise) on batches of 8 random 128x128 crops with random horizontal flips, its own loss (`labels=`),
+seeded by --seed. Both models are then scored by `segformer.evaluation.evaluate` on the validation split at the
+images' own size (whole image, no resize; transformers' loop saves its model every fifth of the run, each is
+scored), and ours also with its recorded protocol. Results go to <work>/results_<N>_<dataset>_s<seed>.json
+(`--set KEY=VALUE`, for diagnostics, adds a setting to our run and its name to the folder and results file).
+On a loaded machine run the parts side by side:
 
     python benchmarks/train_vs_hf.py --work W --only ours & python benchmarks/train_vs_hf.py --work W --only hf
     python benchmarks/train_vs_hf.py --work W --only score
