@@ -52,6 +52,10 @@ def default_scale(dataset: SegmentationDataset, crop_size: tuple[int, int]) -> t
 
 
 def train_transform(config: TrainConfig, ignore_index: int = 255) -> TrainTransform:
+    """mmseg's training pipeline for a resolved config (`resolve_run_length` fills the augmentation's nulls)."""
+    if config.scale is None or config.ratio_range is None or config.photometric is None:
+        raise ValueError("train_transform needs a resolved config: scale, ratio_range and photometric set "
+                         "(see trainer.resolve_config)")
     return TrainTransform(crop_size=config.crop_size, scale=config.scale, ratio_range=config.ratio_range,
                           cat_max_ratio=config.cat_max_ratio, flip_prob=config.flip_prob,
                           photometric=config.photometric, ignore_index=ignore_index)
