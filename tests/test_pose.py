@@ -325,3 +325,48 @@ def test_augmentation_draws_follow_mmpose_defaults():
     assert np.abs(rotations).max() <= 80 and np.abs(rotations).max() > 60
     few = PersonInstance(None, inst.box, inst.keypoints, np.r_[np.ones(8), np.zeros(9)].astype(np.float32), 1, 1, 0.0)
     assert not any(transform.draw(few, rng).half_body for _ in range(200))  # needs 9 labelled keypoints
+
+
+def test_keypoint_ap_on_detector_boxes(tmp_path, capsys, pose_model):
+    """`--bbox-file` (MMPose's bbox_file): a detector's person boxes replace the annotated persons, scored by COCO
+    keypoint AP only; empty, non-person and low-scoring detections are dropped, bad files named."""
+    pytest.importorskip("pycocotools", reason="the optional `coco` extra (pycocotools) is not installed")
+    from segformer.coco_eval import keypoint_ap
+    from segformer.pose_evaluation import evaluate_pose
+
+    root = write_synthetic_pose(tmp_path / "s", num_train=1, num_val=4)
+    coco = json.loads((root / "annotations" / "val.json").read_text())
+    first = coco["images"][0]["id"]
+    dets = [{"image_id": a["image_id"], "category_id": 1, "bbox": a["bbox"], "score": 0.9}
+            for a in coco["annotations"]]
+    dets += [{"image_id": first, "category_id": 1, "bbox": [5, 5, 0, 30], "score": 0.9},  # empty
+             {"image_id": first, "category_id": 3, "bbox": [5, 5, 30, 30], "score": 0.9},  # not a person
+             {"image_id": first, "category_id": 1, "bbox": [5, 5, 30, 30], "score": 0.05}]  # below the threshold
+    boxes = tmp_path / "dets.json"
+    boxes.write_text(json.dumps(dets))
+    ds = open_keypoints(root, "val", detections=boxes, box_score_thr=0.1)
+    truth = open_keypoints(root, "val").instances
+    assert len(ds) == len(truth) == len(coco["annotations"]) and {i.score for i in ds.instances} == {0.9}
+    perfect = [(det, gt.keypoints, np.ones(17, np.float32)) for det, gt in zip(ds.instances, truth, strict=True)]
+    assert keypoint_ap(ds, perfect, (48, 64))["AP"] == pytest.approx(100.0)
+    result = evaluate_pose(pose_model, ds, input_size=(48, 64))
+    assert set(result) == {"num_instances", "AP", "AP50", "AP75", "AR"}  # no PCK without keypoints to compare
+    with pytest.raises(ValueError, match="only COCO keypoint AP"):
+        evaluate_pose(pose_model, ds, input_size=(48, 64), coco_ap=False)
+
+    pose_model.save_pretrained(tmp_path / "m")
+    assert main(["eval", "--model", str(tmp_path / "m"), "--data", str(root), "--crop", "64", "48", "--bbox-file",
+                 str(boxes), "--bbox-score-thr", "0.1", "--json", str(tmp_path / "e.json")]) == 0
+    out = capsys.readouterr().out
+    assert f"boxes of {boxes}" in out and " AP " in out and "PCK" not in out
+    saved = json.loads((tmp_path / "e.json").read_text())
+    assert saved["AP"] == pytest.approx(result["AP"]) and saved["settings"]["bbox_file"] == str(boxes)
+
+    for bad, message in (([{"image_id": first, "category_id": 1, "bbox": [1, 2, 3, 4]}], "lacks \\['score'\\]"),
+                         ([{"image_id": 424242, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 1}],
+                          "names image 424242"),
+                         ({"image_id": first}, "expected a list of COCO detections"),
+                         ([dets[-1]], "no person detection .* scoring >= 0.1")):
+        boxes.write_text(json.dumps(bad))
+        with pytest.raises(ValueError, match=f"dets.json: .*{message}"):
+            open_keypoints(root, "val", detections=boxes, box_score_thr=0.1)

@@ -79,6 +79,34 @@ def _coco_case(folder, rng: np.random.Generator) -> dict:
                 coco_bbox_scales=np.stack([crop_window(i.box, (144, 192))[1] for i in ds.instances]))
 
 
+def _detection_case(folder, rng: np.random.Generator) -> dict:
+    """A detector's output on the _coco_case images: a jittered box per annotated person (some missed), false
+    positives, a non-person detection and some below the score threshold; predictions for each person kept: the
+    matched ground truth + noise, a random figure for false positives."""
+    coco = json.loads((folder / "annotations" / "val.json").read_text())
+    persons = [a for a in coco["annotations"] if not a["iscrowd"] and a["num_keypoints"]]
+    dets, predictions, thr = [], [], 0.1
+    for ann in persons:
+        if rng.random() < 0.15:
+            continue  # missed by the detector
+        x, y, w, h = np.array(ann["bbox"]) + rng.normal(0, 4, 4)
+        score = float(rng.uniform(0.02, 1.0))
+        dets.append({"image_id": ann["image_id"], "category_id": 1, "bbox": [x, y, w, h], "score": score})
+        joints = np.array(ann["keypoints"], np.float32).reshape(17, 3)[:, :2]
+        predictions.append((score, joints + rng.normal(0, rng.uniform(0.5, 10), (17, 2))))
+    for img in rng.choice([i["id"] for i in coco["images"]], 6):
+        x, y = rng.uniform(0, 250, 2)
+        score = float(rng.uniform(0.05, 0.6))
+        dets.append({"image_id": int(img), "category_id": 1, "bbox": [x, y, 60.0, 120.0], "score": score})
+        predictions.append((score, figure(rng, np.array([x + 30, y + 60]), 110.0)))
+    dets.append({**dets[0], "category_id": 2, "score": 0.99})  # not a person: dropped
+    (folder / "detections.json").write_text(json.dumps(dets))
+    kept = [joints for score, joints in predictions if score >= thr]
+    return dict(det_file=np.array(str(folder / "detections.json")), det_thr=np.array(thr),
+                det_keypoints=np.stack(kept).astype(np.float32),
+                det_scores=rng.uniform(0, 1, (len(kept), 17)).astype(np.float32))
+
+
 DRAWS = [AugmentDraws(), AugmentDraws(flip=True), AugmentDraws(True, False, True, (0.05, -0.08), 1.2, 30.0),
          AugmentDraws(False, True, True, (0.0, 0.0), 0.8, -45.0),
          AugmentDraws(True, True, False, (-0.1, 0.03), 1.3, 70.0),  # flipped lower half body
@@ -123,6 +151,7 @@ def oracle(tmp_path_factory):
                   warp_scale=rng.uniform(30, 400, (6, 2)), warp_rot=rng.uniform(-80, 80, 6),
                   sched_epochs=np.array(210), sched_epoch_len=np.array(7))
     inputs.update(_coco_case(folder, rng), **_augment_case(rng))
+    inputs.update(_detection_case(folder, rng))
     np.savez(folder / "in.npz", **inputs)
     script = ROOT / "tests" / "oracles" / "mmpose_oracle.py"
     cmd = [python, str(script), str(folder / "in.npz"), str(folder / "out.npz")]
@@ -211,6 +240,24 @@ def test_coco_keypoint_ap_matches_mmpose_coco_metric(oracle, mmpose_default):
     assert kept == int(out[f"{name}_kept"])
     if mmpose_default:  # the case is a real one: NMS drops persons and rescoring moves AP
         assert kept < len(results) and abs(out["coco_default"][0] - out["coco_plain"][0]) > 1e-3
+
+
+def test_keypoint_ap_on_detector_boxes_matches_mmpose(oracle):
+    """A detector's boxes (MMPose's bbox_file) are read as MMPose's CocoDataset reads them (persons only, score
+    threshold, ids), and AP on them (box score x keypoint score, OKS-NMS) equals CocoMetric's, to 1e-4 points."""
+    pytest.importorskip("pycocotools")
+    inputs, out = oracle
+    root = inputs["coco_ann_file"].item().rsplit("/annotations/", 1)[0]
+    ds = open_keypoints(root, "val", detections=inputs["det_file"].item(), box_score_thr=float(inputs["det_thr"]))
+    np.testing.assert_allclose(np.stack([i.box for i in ds.instances]), out["det_boxes"], atol=1e-4)
+    np.testing.assert_allclose([i.score for i in ds.instances], out["det_box_scores"], rtol=1e-6)
+    assert [i.annotation_id for i in ds.instances] == out["det_ids"].tolist()
+    assert [i.image_id for i in ds.instances] == out["det_img_ids"].tolist()
+    results = list(zip(ds.instances, inputs["det_keypoints"], inputs["det_scores"]))
+    ours = keypoint_ap(ds, results, (144, 192))
+    np.testing.assert_allclose([ours[k] for k in ("AP", "AP50", "AP75", "AR")], 100 * out["det_ap"], atol=1e-4, rtol=0)
+    assert len(coco_detections(results, 1, (144, 192))) == int(out["det_kept"]) < len(results)  # NMS had work
+    assert 5 < ours["AP"] < 95  # neither empty nor perfect: misses, false positives and noise all count
 
 
 def test_train_augmentation_matches_mmpose(oracle):

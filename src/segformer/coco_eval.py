@@ -2,7 +2,7 @@
 default for top-down models (checked against it in tests/test_pose_mmpose_parity.py):
 
 - each person gets the score box score x the mean of its keypoint scores above 0.2 (`score_mode="bbox_keypoint"`;
-  ground-truth boxes score 1, and a person with no keypoint above 0.2 scores 0);
+  ground-truth boxes score 1, a detector's box its own score, and a person with no keypoint above 0.2 scores 0);
 - per image, OKS-NMS at 0.9 (`nms_mode="oks_nms"`): from the highest score down, a person whose OKS with a kept
   one exceeds 0.9 is dropped; OKS here uses the mean of the two persons' areas, the area of a person being that of
   its input window (box x 1.25 widened to the input's aspect, MMPose's `bbox_scales`), and all K keypoints;
@@ -54,7 +54,7 @@ def oks_nms(keypoints: np.ndarray, scores: np.ndarray, areas: np.ndarray, thr: f
 def coco_detections(results: list, category_id: int, input_size: tuple[int, int], *, score_keypoints: bool = True,
                     nms_thr: float | None = NMS_THR) -> list[dict]:
     """COCO keypoint results from (instance, keypoints (K, 2), scores (K,)) triples: one entry per annotation id,
-    scored (`score_keypoints`: box score x mean keypoint score, else the box score, 1) and OKS-NMS'd per image."""
+    scored (`score_keypoints`: box score x mean keypoint score, else the box score) and OKS-NMS'd per image."""
     per_image = defaultdict(dict)
     for inst, keypoints, scores in results:
         per_image[inst.image_id].setdefault(inst.annotation_id, (inst, keypoints, scores))
@@ -62,7 +62,8 @@ def coco_detections(results: list, category_id: int, input_size: tuple[int, int]
     for image_id, by_id in per_image.items():
         insts, keypoints, scores = zip(*(by_id[k] for k in sorted(by_id)))
         keypoints, scores = np.stack(keypoints).astype(np.float32), np.stack(scores).astype(np.float32)
-        person = np.array([rescore(s) if score_keypoints else 1.0 for s in scores])
+        person = np.array([rescore(s, inst.score) if score_keypoints else inst.score
+                           for inst, s in zip(insts, scores)])
         keep = list(range(len(insts)))
         if nms_thr is not None:
             areas = np.array([np.prod(crop_window(inst.box, input_size)[1]) for inst in insts])

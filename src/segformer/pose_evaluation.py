@@ -68,7 +68,12 @@ def evaluate_pose(model: torch.nn.Module, dataset: KeypointDataset, *, input_siz
                   coco_ap: bool | None = None) -> dict:
     """PCK@0.1 and PCK@0.05 (percent) of a top-down pose model on the ground-truth boxes of `dataset`
     (input_size (w, h)), with the flip test by default, and COCO's keypoint AP (`coco_eval.keypoint_ap`):
-    `coco_ap=None` adds it when pycocotools is installed and the keypoints are COCO's 17, True requires it."""
+    `coco_ap=None` adds it when pycocotools is installed and the keypoints are COCO's 17, True requires it.
+    On a dataset of detector boxes (`open_keypoints(..., detections=)`) there is no PCK, only the AP."""
+    detected = dataset.detections is not None
+    if detected and coco_ap is False:
+        raise ValueError(f"{dataset.detections}: on detector boxes only COCO keypoint AP can be computed, and it "
+                         f"was turned off")
     metric, results = PCKMetric(), []
     model.eval()
     indices = range(0, len(dataset), batch_size)
@@ -77,11 +82,12 @@ def evaluate_pose(model: torch.nn.Module, dataset: KeypointDataset, *, input_siz
         boxes = np.stack([it.box for it in items])
         keypoints, scores = predict_batch(model, images, boxes, input_size,
                                           flip_indices=dataset.meta.flip_indices if flip_test else None)
-        metric.update(keypoints, np.stack([it.keypoints for it in items]),
-                      np.stack([it.visible for it in items]), boxes)
+        if not detected:
+            metric.update(keypoints, np.stack([it.keypoints for it in items]),
+                          np.stack([it.visible for it in items]), boxes)
         results += [(it, k, s) for it, k, s in zip(items, keypoints, scores)]
-    out = metric.compute()
-    if coco_ap or (coco_ap is None and coco_ap_available(dataset)):
+    out = {"num_instances": len(results)} if detected else metric.compute()
+    if detected or coco_ap or (coco_ap is None and coco_ap_available(dataset)):
         from .coco_eval import keypoint_ap
 
         out.update(keypoint_ap(dataset, results, input_size))

@@ -18,6 +18,10 @@ IN.npz holds the cases (every key optional except where a group needs it):
   coco_ann_file (a COCO keypoint JSON), coco_ids, coco_img_ids (N,), coco_keypoints (N, K, 2), coco_scores (N, K),
       coco_bbox_scales (N, 2) -> coco_default / coco_plain (AP, AP50, AP75, AR: CocoMetric with its top-down
       defaults / with score_mode "bbox" and no NMS) and coco_*_kept (persons left after NMS)
+  coco_ann_file, det_file (COCO detection results), det_thr, det_keypoints (M, K, 2), det_scores (M, K), input_size
+      -> det_boxes (M, 4), det_box_scores, det_ids, det_img_ids: CocoDataset(bbox_file, filter_cfg bbox_score_thr)
+         in top-down test mode; det_ap (AP, AP50, AP75, AR), det_kept: CocoMetric's defaults on those persons
+         predicted as det_keypoints / det_scores, their bbox_scale from GetBBoxCenterScale + TopdownAffine
   aug_image (H, W, 3) uint8, aug_box (4,) xyxy, aug_keypoints (K, 2), aug_visible (K,), aug_upper_ids, flip_indices,
       aug_draws (M, 7), input_size, sigma -> aug_<i>_{crop,keypoints,heatmaps,weights}: the training pipeline
   sched_epochs, sched_epoch_len -> sched_lr (epochs x epoch_len,): the lr each iteration trains with under the
@@ -184,6 +188,40 @@ def coco_metric_case(data: dict, out: dict) -> None:
             out[f"coco_{name}_kept"] = np.array(len(json.loads(Path(f"{tmp}/r.keypoints.json").read_text())))
 
 
+def detection_case(data: dict, out: dict) -> None:
+    """A detector's boxes read by CocoDataset, then CocoMetric (top-down defaults) on predictions for them."""
+    import tempfile
+
+    from mmpose.datasets import CocoDataset
+    from mmpose.datasets.transforms import GetBBoxCenterScale, TopdownAffine
+    from mmpose.evaluation.metrics import CocoMetric
+
+    dataset = CocoDataset(ann_file=str(data["coco_ann_file"]), bbox_file=str(data["det_file"]), data_mode="topdown",
+                          test_mode=True, data_prefix=dict(img=""), pipeline=[], serialize_data=False,
+                          filter_cfg=dict(bbox_score_thr=float(data["det_thr"])))
+    items = [dataset.get_data_info(i) for i in range(len(dataset))]
+    assert len(items) == len(data["det_keypoints"]), (len(items), len(data["det_keypoints"]))
+    w, h = (int(v) for v in data["input_size"])
+    center_scale, affine = GetBBoxCenterScale(padding=1.25), TopdownAffine(input_size=(w, h))
+    samples = []
+    for item, keypoints, scores in zip(items, data["det_keypoints"], data["det_scores"]):
+        window = affine(center_scale(dict(img=np.zeros((8, 8, 3), np.uint8), bbox=item["bbox"])))
+        samples.append(dict(id=int(item["id"]), img_id=int(item["img_id"]), category_id=1,
+                            pred_instances=dict(keypoints=keypoints[None], keypoint_scores=scores[None]),
+                            gt_instances=dict(bbox_scores=item["bbox_score"], bbox_scales=window["bbox_scale"])))
+    out["det_boxes"] = np.stack([item["bbox"][0] for item in items])
+    out["det_box_scores"] = np.array([item["bbox_score"][0] for item in items])
+    out["det_ids"] = np.array([item["id"] for item in items])
+    out["det_img_ids"] = np.array([item["img_id"] for item in items])
+    with tempfile.TemporaryDirectory() as tmp:
+        metric = CocoMetric(ann_file=str(data["coco_ann_file"]), outfile_prefix=f"{tmp}/r")
+        metric.dataset_meta = dataset.metainfo
+        metric.process([], samples)
+        stats = metric.compute_metrics(metric.results)
+        out["det_ap"] = np.array([stats[k] for k in ("AP", "AP .5", "AP .75", "AR")])
+        out["det_kept"] = np.array(len(json.loads(Path(f"{tmp}/r.keypoints.json").read_text())))
+
+
 def augment_case(data: dict, out: dict) -> None:
     """GetBBoxCenterScale, RandomFlip, RandomHalfBody, RandomBBoxTransform (its draws injected), TopdownAffine
     (cv2.warpAffine) and GenerateTarget(MSRAHeatmap) on one image, per case of aug_draws rows
@@ -245,6 +283,8 @@ def main() -> None:
         schedule_case(data, out)
     if "coco_ann_file" in data:
         coco_metric_case(data, out)
+    if "det_file" in data:
+        detection_case(data, out)
     if "aug_draws" in data:
         augment_case(data, out)
     np.savez(args.output, **out)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..runtimes.loading import load_source
 from .common import add_json_args, add_model_args, add_tta_args, add_window_args, device_of, json_out, parse_hw
@@ -25,6 +26,11 @@ def add_eval(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--coco-ap", action=argparse.BooleanOptionalAction, default=None,
                    help="pose models: COCO keypoint AP (default: when pycocotools is installed and the keypoints "
                         "are COCO's 17; --coco-ap requires it)")
+    p.add_argument("--bbox-file", type=Path, metavar="JSON",
+                   help="pose models: score COCO keypoint AP on a detector's person boxes (COCO detection results, "
+                        "MMPose's bbox_file) instead of the ground-truth boxes")
+    p.add_argument("--bbox-score-thr", type=float, default=0.0,
+                   help="pose models with --bbox-file: drop detections scoring below this (default 0: keep all)")
     p.add_argument("--num-workers", type=int, default=2, help="data loading workers (default 2)")
     add_json_args(p, "the metrics (and the settings)", also=" (or --plot)")
     add_runtime_arg(p)
@@ -44,6 +50,9 @@ def run_eval(args: argparse.Namespace) -> int:
     device = device_of(args)
     model = load_source(args.model, args.runtime, device=device, dtype=args.dtype, token_merging=args.token_merging)
     config = model_config(model)
+    if args.bbox_file is not None and (config is None or config.task != "pose"):
+        raise ValueError("--bbox-file is for pose models (person boxes for COCO keypoint AP); "
+                         f"{args.model} is not one")
     if config is not None and config.task == "pose":
         from .evaluate_pose import run_pose_eval
 

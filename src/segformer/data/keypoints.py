@@ -7,6 +7,12 @@ images in `<split>2017/`) or any COCO-format set as `annotations/<split>.json` w
 As MMPose: boxes (x, y, w, h) are clipped to the image; crowd instances, instances without labelled keypoints
 and empty boxes are skipped; visibility 1 and 2 both count as labelled. Keypoint names, flip pairs (from
 "left_"/"right_" names) and the skeleton come from the JSON category, COCO's are the default.
+
+Detector boxes (`detections=`, MMPose's `bbox_file`): a COCO detection result file (a list of {image_id,
+category_id, bbox [x, y, w, h], score}) replaces the annotated persons: as MMPose, only category 1 is kept, boxes
+are not clipped, ids count the kept detections from 0, and those scoring below `box_score_thr` are dropped
+(its `filter_cfg.bbox_score_thr`; 0 keeps all, MMPose's default). Empty boxes are dropped too (MMPose would warp
+them to nothing). Such a set has no keypoints to score PCK with: it is for COCO's keypoint AP.
 """
 
 from __future__ import annotations
@@ -67,6 +73,7 @@ class PersonInstance:
     image_id: int
     annotation_id: int
     area: float
+    score: float = 1.0  # the box's: 1 for an annotated person, the detector's for a detection
 
 
 class KeypointDataset:
@@ -75,8 +82,10 @@ class KeypointDataset:
     ignore_index = 255  # unused by pose; kept for the trainer's dataset interface
     scale = None
 
-    def __init__(self, annotation_file: str | Path, image_dir: str | Path):
+    def __init__(self, annotation_file: str | Path, image_dir: str | Path, detections: str | Path | None = None,
+                 box_score_thr: float = 0.0):
         self.annotation_file, self.image_dir = Path(annotation_file), Path(image_dir)
+        self.detections = Path(detections) if detections is not None else None
         data = json.loads(self.annotation_file.read_text(encoding="utf-8"))
         for key in ("images", "annotations", "categories"):
             if key not in data:
@@ -85,6 +94,9 @@ class KeypointDataset:
         self.meta = KeypointMeta.from_category(categories[0]) if categories else KeypointMeta()
         self.category_id = categories[0]["id"] if categories else 1
         images = {img["id"]: img for img in data["images"]}
+        if self.detections is not None:
+            self.instances = self._detected(images, box_score_thr)
+            return
         self.instances = [inst for ann in data["annotations"]
                           if (inst := self._instance(ann, images, len(self.meta.names))) is not None]
         if not self.instances:
@@ -108,6 +120,34 @@ class KeypointDataset:
                               np.minimum(1, raw[:, 2]), int(ann["image_id"]), int(ann.get("id", 0)),
                               float(ann.get("area", (box[2] - box[0]) * (box[3] - box[1]) * 0.53)))
 
+    def _detected(self, images: dict, box_score_thr: float) -> list[PersonInstance]:
+        """The persons of the detection file (module docstring), with zero keypoints none of them labelled."""
+        where = f"detection file {self.detections}"
+        entries = json.loads(self.detections.read_text(encoding="utf-8"))
+        if not isinstance(entries, list):
+            raise ValueError(f"{where}: expected a list of COCO detections ({{image_id, category_id, bbox, score}})")
+        instances, blank = [], np.zeros((len(self.meta.names), 2), np.float32)
+        persons = [det for det in entries if det.get("category_id") == 1]
+        for index, det in enumerate(persons):
+            missing = [k for k in ("image_id", "bbox", "score") if k not in det]
+            if missing or len(det["bbox"]) < 4:
+                raise ValueError(f"{where}: person detection {index} lacks {missing or ['a 4-number bbox']}; each "
+                                 f"needs image_id, bbox [x, y, w, h] and score")
+            img = images.get(det["image_id"])
+            if img is None:
+                raise ValueError(f"{where}: person detection {index} names image {det['image_id']}, which is not "
+                                 f"in {self.annotation_file}")
+            x, y, w, h = (float(v) for v in det["bbox"][:4])
+            if det["score"] < box_score_thr or w <= 0 or h <= 0:
+                continue
+            instances.append(PersonInstance(self.image_dir / img["file_name"], np.array([x, y, x + w, y + h],
+                                            np.float32), blank.copy(), blank[:, 0].copy(), int(det["image_id"]),
+                                            index, w * h, float(det["score"])))
+        if not instances:
+            raise ValueError(f"{where}: no person detection (category_id 1) with a non-empty box scoring >= "
+                             f"{box_score_thr}")
+        return instances
+
     @property
     def num_classes(self) -> int:  # the trainer's name for the number of outputs: heatmaps here
         return len(self.meta.names)
@@ -128,14 +168,16 @@ class KeypointDataset:
             return np.asarray(im.convert("RGB")), inst
 
 
-def open_keypoints(root: str | Path, split: str) -> KeypointDataset:
-    """Split `split` of a COCO-format keypoint set under `root` (see the module docstring for the layouts)."""
+def open_keypoints(root: str | Path, split: str, detections: str | Path | None = None,
+                   box_score_thr: float = 0.0) -> KeypointDataset:
+    """Split `split` of a COCO-format keypoint set under `root` (see the module docstring for the layouts), its
+    persons those of `detections` when given."""
     root = Path(root)
     layouts = [(root / "annotations" / f"person_keypoints_{split}2017.json", root / f"{split}2017"),
                (root / "annotations" / f"{split}.json", root / "images" / split)]
     for ann, images in layouts:
         if ann.is_file():
-            return KeypointDataset(ann, images)
+            return KeypointDataset(ann, images, detections, box_score_thr)
     raise FileNotFoundError(f"no keypoint annotations for split {split!r} under {root}: looked for "
                             + " and ".join(str(a) for a, _ in layouts))
 
