@@ -80,9 +80,9 @@ def _coco_case(folder, rng: np.random.Generator) -> dict:
 
 
 def _detection_case(folder, rng: np.random.Generator) -> dict:
-    """A detector's output on the _coco_case images: a jittered box per annotated person (some missed), false
-    positives, a non-person detection and some below the score threshold; predictions for each person kept: the
-    matched ground truth + noise, a random figure for false positives."""
+    """A detector's output on the _coco_case images: a jittered box per annotated person (some missed, two found
+    twice), false positives, a non-person detection and some below the score threshold; predictions for each
+    person kept: the matched ground truth + noise, a random figure for false positives."""
     coco = json.loads((folder / "annotations" / "val.json").read_text())
     persons = [a for a in coco["annotations"] if not a["iscrowd"] and a["num_keypoints"]]
     dets, predictions, thr = [], [], 0.1
@@ -94,6 +94,11 @@ def _detection_case(folder, rng: np.random.Generator) -> dict:
         dets.append({"image_id": ann["image_id"], "category_id": 1, "bbox": [x, y, w, h], "score": score})
         joints = np.array(ann["keypoints"], np.float32).reshape(17, 3)[:, :2]
         predictions.append((score, joints + rng.normal(0, rng.uniform(0.5, 10), (17, 2))))
+    for i in (0, 3):  # the detector fires twice on one person: OKS-NMS has work
+        x, y, w, h = np.array(dets[i]["bbox"]) + rng.normal(0, 2, 4)
+        score = float(rng.uniform(0.3, 0.9))
+        dets.append({**dets[i], "bbox": [x, y, w, h], "score": score})
+        predictions.append((score, predictions[i][1] + rng.normal(0, 0.5, (17, 2))))
     for img in rng.choice([i["id"] for i in coco["images"]], 6):
         x, y = rng.uniform(0, 250, 2)
         score = float(rng.uniform(0.05, 0.6))
