@@ -366,6 +366,7 @@ def test_keypoint_ap_on_detector_boxes(tmp_path, capsys, pose_model):
                          ([{"image_id": 424242, "category_id": 1, "bbox": [1, 2, 3, 4], "score": 1}],
                           "names image 424242"),
                          ({"image_id": first}, "expected a list of COCO detections"),
+                         ([[1, 2, 3, 4]], "entry 0 is not an object"),
                          ([dets[-1]], "no person detection .* scoring >= 0.1")):
         boxes.write_text(json.dumps(bad))
         with pytest.raises(ValueError, match=f"dets.json: .*{message}"):

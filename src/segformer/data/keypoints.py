@@ -126,23 +126,27 @@ class KeypointDataset:
         entries = json.loads(self.detections.read_text(encoding="utf-8"))
         if not isinstance(entries, list):
             raise ValueError(f"{where}: expected a list of COCO detections ({{image_id, category_id, bbox, score}})")
-        instances, blank = [], np.zeros((len(self.meta.names), 2), np.float32)
-        persons = [det for det in entries if det.get("category_id") == 1]
-        for index, det in enumerate(persons):
+        instances, blank, person_id = [], np.zeros((len(self.meta.names), 2), np.float32), -1
+        for position, det in enumerate(entries):
+            if not isinstance(det, dict):
+                raise ValueError(f"{where}: entry {position} is not an object {{image_id, category_id, bbox, score}}")
+            if det.get("category_id") != 1:
+                continue
+            person_id += 1  # MMPose's ids: person detections counted from 0, before the score threshold
             missing = [k for k in ("image_id", "bbox", "score") if k not in det]
             if missing or len(det["bbox"]) < 4:
-                raise ValueError(f"{where}: person detection {index} lacks {missing or ['a 4-number bbox']}; each "
-                                 f"needs image_id, bbox [x, y, w, h] and score")
+                raise ValueError(f"{where}: entry {position} lacks {missing or ['a 4-number bbox']}; each person "
+                                 f"detection needs image_id, bbox [x, y, w, h] and score")
             img = images.get(det["image_id"])
             if img is None:
-                raise ValueError(f"{where}: person detection {index} names image {det['image_id']}, which is not "
-                                 f"in {self.annotation_file}")
+                raise ValueError(f"{where}: entry {position} names image {det['image_id']}, which is not in "
+                                 f"{self.annotation_file}")
             x, y, w, h = (float(v) for v in det["bbox"][:4])
             if det["score"] < box_score_thr or w <= 0 or h <= 0:
                 continue
             instances.append(PersonInstance(self.image_dir / img["file_name"], np.array([x, y, x + w, y + h],
                                             np.float32), blank.copy(), blank[:, 0].copy(), int(det["image_id"]),
-                                            index, w * h, float(det["score"])))
+                                            person_id, w * h, float(det["score"])))
         if not instances:
             raise ValueError(f"{where}: no person detection (category_id 1) with a non-empty box scoring >= "
                              f"{box_score_thr}")
