@@ -23,6 +23,7 @@ import torch
 import segformer.checkpoints.loader as loader
 import segformer.evaluation as evaluation
 import segformer.training.checkpoint as checkpoint
+import segformer.training.run_files as run_files
 import segformer.training.trainer as trainer
 from segformer.data.synthetic import write_synthetic
 from segformer.training import TrainConfig, train
@@ -62,10 +63,10 @@ def writer(f):
         return f(path, cut, *a, **k)
     return atomic_write
 hook(checkpoint, "atomic_write", writer)
-hook(trainer, "write_json", lambda f: lambda path, *a, **k: f(path, *a, **k) if Path(path).name != "metrics.json"
+hook(run_files, "write_json", lambda f: lambda path, *a, **k: f(path, *a, **k) if Path(path).name != "metrics.json"
      else (event("writing metrics.json"), f(path, *a, **k))[1])
 hook(loader, "write_json", lambda f: lambda path, *a, **k: (event("writing final/"), f(path, *a, **k))[1])
-trainer.save_plots = lambda run_dir: None  # matplotlib is slow, and the plots are not compared
+run_files.save_plots = lambda run_dir: None  # matplotlib is slow, and the plots are not compared
 
 def child(run, at):
     pid = os.fork()

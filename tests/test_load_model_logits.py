@@ -1,6 +1,8 @@
-"""`load_model` on every checkpoint layout gives, bit for bit, the outputs it gave before the architecture refactor
-(issue 12). The checkpoints and outputs in tests/fixtures/load_model/ were written by
-tests/fixtures/make_load_model_logits.py with the code of that time; nothing here recomputes them."""
+"""`load_model` on every checkpoint layout gives the outputs it gave before the architecture refactor (issue 12).
+The checkpoints and outputs in tests/fixtures/load_model/ were written by tests/fixtures/make_load_model_logits.py
+with the code of that time; nothing here recomputes them. On the machine that wrote them the outputs are equal bit
+for bit; another CPU's kernels round differently (an AVX2 machine: at most 2.4e-6 on encoder features of size ~10,
+1e-7 on logits), so the bound is 1e-5 absolute and relative: a changed key, eps or layer moves outputs by far more."""
 
 import warnings
 from pathlib import Path
@@ -75,4 +77,4 @@ def test_load_model_outputs_unchanged(case, saved):
     assert len(got) == len(want) > 0
     for g, w in zip(got, want, strict=True):
         assert g.shape == w.shape and g.dtype == w.dtype
-        assert torch.equal(g, w), f"{case}: max abs diff {(g - w).abs().max().item()}"
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5, msg=lambda m: f"{case}: {m}")
