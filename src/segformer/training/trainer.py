@@ -66,7 +66,7 @@ class NonFiniteLossError(RuntimeError):
 def resolve_config(config: TrainConfig, train_set) -> TrainConfig:
     """`config` with what the data and the run length decide filled in: class count, resize scale, slide
     window, the iterations of `epochs` and of `eval_epochs` epochs, then warm-up, evaluation / checkpoint
-    intervals and workers (`resolve_run_length`)."""
+    intervals, workers and augmentation strength (`resolve_run_length`)."""
     scale = config.scale or default_scale(train_set, config.crop_size)
     crop = config.eval_crop or config.crop_size
     stride = config.eval_stride or (default_stride(crop) if config.eval_mode == "slide" else None)
