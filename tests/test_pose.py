@@ -371,3 +371,8 @@ def test_keypoint_ap_on_detector_boxes(tmp_path, capsys, pose_model):
         boxes.write_text(json.dumps(bad))
         with pytest.raises(ValueError, match=f"dets.json: .*{message}"):
             open_keypoints(root, "val", detections=boxes, box_score_thr=0.1)
+    boxes.write_text("[{")
+    with pytest.raises(ValueError, match="detection file .*dets.json: not valid JSON"):
+        open_keypoints(root, "val", detections=boxes)
+    with pytest.raises(FileNotFoundError, match="detection file .*missing.json: no such file"):
+        open_keypoints(root, "val", detections=tmp_path / "missing.json")

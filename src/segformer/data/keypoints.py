@@ -86,7 +86,7 @@ class KeypointDataset:
                  box_score_thr: float = 0.0):
         self.annotation_file, self.image_dir = Path(annotation_file), Path(image_dir)
         self.detections = Path(detections) if detections is not None else None
-        data = json.loads(self.annotation_file.read_text(encoding="utf-8"))
+        data = _read_json(self.annotation_file, "annotation file")
         for key in ("images", "annotations", "categories"):
             if key not in data:
                 raise ValueError(f"{self.annotation_file}: not a COCO keypoint file (no {key!r} entry)")
@@ -123,7 +123,7 @@ class KeypointDataset:
     def _detected(self, images: dict, box_score_thr: float) -> list[PersonInstance]:
         """The persons of the detection file (module docstring), with zero keypoints none of them labelled."""
         where = f"detection file {self.detections}"
-        entries = json.loads(self.detections.read_text(encoding="utf-8"))
+        entries = _read_json(self.detections, "detection file")
         if not isinstance(entries, list):
             raise ValueError(f"{where}: expected a list of COCO detections ({{image_id, category_id, bbox, score}})")
         instances, blank, person_id = [], np.zeros((len(self.meta.names), 2), np.float32), -1
@@ -170,6 +170,16 @@ class KeypointDataset:
                                     f"({self.annotation_file}) not found")
         with Image.open(inst.image_path) as im:
             return np.asarray(im.convert("RGB")), inst
+
+
+def _read_json(path: Path, what: str):
+    """The JSON in `path`; a missing file or bad JSON is an error naming the file and what it was for."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{what} {path}: no such file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{what} {path}: not valid JSON ({exc})") from None
 
 
 def open_keypoints(root: str | Path, split: str, detections: str | Path | None = None,
